@@ -26,9 +26,9 @@ impl HostBuffers {
     /// Maps `slots` zeroed slots of 4 KiB.
     pub fn new(slots: usize) -> Result<Self> {
         let slots = slots.max(1);
-        let len = slots
-            .checked_mul(BLOCK_SIZE)
-            .ok_or_else(|| HostError::new("host buffers", std::io::Error::other("too many slots")))?;
+        let len = slots.checked_mul(BLOCK_SIZE).ok_or_else(|| {
+            HostError::new("host buffers", std::io::Error::other("too many slots"))
+        })?;
         count(HostCall::Mmap);
         // SAFETY: an anonymous private mapping with a null hint creates new memory and
         // touches nothing that exists.
@@ -41,8 +41,9 @@ impl HostBuffers {
             )
         }
         .map_err(|e| HostError::new("mmap host buffers", e.into()))?;
-        let base = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| HostError::new("mmap host buffers", std::io::Error::other("null mapping")))?;
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| {
+            HostError::new("mmap host buffers", std::io::Error::other("null mapping"))
+        })?;
         Ok(Self { base, slots })
     }
 

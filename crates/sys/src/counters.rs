@@ -60,7 +60,8 @@ impl HostCall {
     }
 }
 
-static COUNTS: [AtomicU64; HostCall::ALL.len()] = [const { AtomicU64::new(0) }; HostCall::ALL.len()];
+static COUNTS: [AtomicU64; HostCall::ALL.len()] =
+    [const { AtomicU64::new(0) }; HostCall::ALL.len()];
 
 /// Records one host call. Called by this crate right before each system call.
 #[inline]

@@ -43,7 +43,11 @@ impl HostFile {
     /// Opens (or creates) a file.
     pub fn open(path: &Path, opts: FileOptions) -> Result<Self> {
         let mut flags = OFlags::CLOEXEC;
-        flags |= if opts.write { OFlags::RDWR } else { OFlags::RDONLY };
+        flags |= if opts.write {
+            OFlags::RDWR
+        } else {
+            OFlags::RDONLY
+        };
         if opts.create {
             flags |= OFlags::CREATE;
         }
@@ -173,25 +177,40 @@ impl HostFile {
 }
 
 fn slot_ptr(bufs: &HostBuffers, slot: usize) -> Result<*mut u8> {
-    bufs.slot_ptr(slot)
-        .ok_or_else(|| HostError::new("host file I/O", std::io::Error::other(format!("no buffer slot {slot}"))))
+    bufs.slot_ptr(slot).ok_or_else(|| {
+        HostError::new(
+            "host file I/O",
+            std::io::Error::other(format!("no buffer slot {slot}")),
+        )
+    })
 }
 
 fn block_offset(block: u64) -> Result<i64> {
     block
         .checked_mul(BLOCK_SIZE as u64)
         .and_then(|o| i64::try_from(o).ok())
-        .ok_or_else(|| HostError::new("host file I/O", std::io::Error::other(format!("block {block} out of range"))))
+        .ok_or_else(|| {
+            HostError::new(
+                "host file I/O",
+                std::io::Error::other(format!("block {block} out of range")),
+            )
+        })
 }
 
 fn check_full(n: isize, what: &str, block: u64) -> Result<()> {
     if n < 0 {
-        return Err(HostError::new(format!("{what} block {block}"), std::io::Error::last_os_error()));
+        return Err(HostError::new(
+            format!("{what} block {block}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     if n as usize != BLOCK_SIZE {
         return Err(HostError::new(
             format!("{what} block {block}"),
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("host moved {n} of {BLOCK_SIZE} bytes")),
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("host moved {n} of {BLOCK_SIZE} bytes"),
+            ),
         ));
     }
     Ok(())

@@ -156,13 +156,21 @@ impl Uring {
         let entry = match op {
             UringOp::Read { slot, block } | UringOp::Write { slot, block } => {
                 let ptr = self.bufs.slot_ptr(slot).ok_or_else(|| {
-                    HostError::new("io_uring push", std::io::Error::other(format!("no buffer slot {slot}")))
+                    HostError::new(
+                        "io_uring push",
+                        std::io::Error::other(format!("no buffer slot {slot}")),
+                    )
                 })?;
                 let off = block.checked_mul(BLOCK_SIZE as u64).ok_or_else(|| {
-                    HostError::new("io_uring push", std::io::Error::other(format!("block {block} out of range")))
+                    HostError::new(
+                        "io_uring push",
+                        std::io::Error::other(format!("block {block} out of range")),
+                    )
                 })?;
                 if matches!(op, UringOp::Read { .. }) {
-                    opcode::ReadFixed::new(fixed, ptr, BLOCK_SIZE as u32, 0).offset(off).build()
+                    opcode::ReadFixed::new(fixed, ptr, BLOCK_SIZE as u32, 0)
+                        .offset(off)
+                        .build()
                 } else {
                     opcode::WriteFixed::new(fixed, ptr.cast_const(), BLOCK_SIZE as u32, 0)
                         .offset(off)
@@ -211,8 +219,12 @@ impl Uring {
         drop(sq);
         count(HostCall::UringSubmit);
         // SAFETY: a plain io_uring_enter on our own ring with no argument struct.
-        unsafe { self.ring.submitter().enter::<libc::sigset_t>(n, 0, flags, None) }
-            .map_err(|e| HostError::new("io_uring_enter (submit)", e))?;
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(n, 0, flags, None)
+        }
+        .map_err(|e| HostError::new("io_uring_enter (submit)", e))?;
         self.unsubmitted = 0;
         Ok(())
     }
@@ -249,7 +261,11 @@ impl Uring {
         }
         count(HostCall::UringWait);
         // SAFETY: a plain io_uring_enter on our own ring with no argument struct.
-        let r = unsafe { self.ring.submitter().enter::<libc::sigset_t>(to_submit, min, flags, None) };
+        let r = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, min, flags, None)
+        };
         match r {
             Ok(_) => {
                 if !self.sqpoll {

@@ -1,0 +1,187 @@
+//! io_uring backend: SQPOLL, O_DIRECT, registered file and buffers.
+
+use crate::file::image_blocks;
+use crate::{
+    BLOCK_SIZE, BlkError, BlockQueue, Completion, FLUSH_SLOTS, HostBuffers, IoError, Op,
+    PollConfig, QueueStats, Request, Tracker,
+};
+use rktio_sys::{HostFile, RawCompletion, Uring, UringConfig, UringOp};
+use std::time::Instant;
+
+/// A block queue on io_uring. With SQPOLL, steady-state I/O makes no host call:
+/// submissions are stores to the shared ring and completions are loads from it.
+#[derive(Debug)]
+pub struct UringQueue {
+    ring: Uring,
+    tracker: Tracker,
+    /// Requests in flight, indexed by the tag we hand the host as user_data.
+    slab: Vec<Option<Request>>,
+    free_tags: Vec<usize>,
+    raw: Vec<RawCompletion>,
+    poll: PollConfig,
+}
+
+impl UringQueue {
+    /// A queue of `depth` slots over `file`.
+    pub fn new(
+        file: HostFile,
+        depth: usize,
+        sqpoll_idle_ms: Option<u32>,
+        poll: PollConfig,
+    ) -> Result<Self, BlkError> {
+        let blocks = image_blocks(&file)?;
+        let depth = depth.clamp(1, 1024);
+        let tags = depth + FLUSH_SLOTS;
+        let bufs = HostBuffers::new(depth)?;
+        let ring = Uring::new(
+            file,
+            bufs,
+            UringConfig {
+                entries: tags.next_power_of_two() as u32,
+                sqpoll_idle_ms,
+            },
+        )?;
+        if !ring.file().is_direct() {
+            tracing::warn!("uring backend without O_DIRECT: I/O goes through the host page cache");
+        }
+        Ok(Self {
+            ring,
+            tracker: Tracker::new(depth, blocks),
+            slab: vec![None; tags],
+            free_tags: (0..tags).rev().collect(),
+            raw: Vec::with_capacity(tags * 2),
+            poll,
+        })
+    }
+
+    /// Is a kernel SQ poller running?
+    pub fn is_sqpoll(&self) -> bool {
+        self.ring.is_sqpoll()
+    }
+
+    /// Is the image opened with O_DIRECT?
+    pub fn is_direct(&self) -> bool {
+        self.ring.file().is_direct()
+    }
+
+    /// Checks what the host reported and turns it into a completion.
+    fn accept(&mut self, raw: RawCompletion, out: &mut Vec<Completion>) -> bool {
+        let Some(req) = usize::try_from(raw.user_data)
+            .ok()
+            .and_then(|t| self.slab.get_mut(t))
+            .and_then(Option::take)
+        else {
+            self.tracker.stats.host_protocol_errors += 1;
+            tracing::warn!(
+                user_data = raw.user_data,
+                "host posted a completion for no request in flight; ignored"
+            );
+            return false;
+        };
+        self.free_tags.push(raw.user_data as usize);
+        let result = match (req.op, raw.result) {
+            (_, r) if r < 0 => Err(IoError {
+                errno: -r,
+                detail: format!("host failed {:?}", req.op),
+            }),
+            (Op::Flush, _) => Ok(()),
+            (_, r) if r as usize == BLOCK_SIZE => Ok(()),
+            (op, r) => {
+                self.tracker.stats.host_protocol_errors += 1;
+                Err(IoError::eio(format!(
+                    "host reported {r} bytes moved for a {BLOCK_SIZE}-byte {op:?}"
+                )))
+            }
+        };
+        self.tracker.release(&req.op, result.is_ok());
+        out.push(Completion {
+            user: req.user,
+            op: req.op,
+            result,
+        });
+        true
+    }
+
+    fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        self.ring.reap(&mut raw);
+        let n = raw.drain(..).filter(|r| self.accept(*r, out)).count();
+        self.raw = raw;
+        n
+    }
+}
+
+impl BlockQueue for UringQueue {
+    fn name(&self) -> &'static str {
+        "uring"
+    }
+    fn blocks(&self) -> u64 {
+        self.tracker.blocks()
+    }
+    fn depth(&self) -> usize {
+        self.ring.buffers().slots()
+    }
+    fn buffers(&self) -> &HostBuffers {
+        self.ring.buffers()
+    }
+    fn buffers_mut(&mut self) -> &mut HostBuffers {
+        self.ring.buffers_mut()
+    }
+    fn submit(&mut self, req: Request) -> Result<(), BlkError> {
+        let Some(&tag) = self.free_tags.last() else {
+            return Err(BlkError::QueueFull(self.tracker.in_flight()));
+        };
+        self.tracker.admit(&req.op)?;
+        let op = match req.op {
+            Op::Read { block, buf } => UringOp::Read { slot: buf, block },
+            Op::Write { block, buf } => UringOp::Write { slot: buf, block },
+            Op::Flush => UringOp::Flush,
+        };
+        let mut pushed = self.ring.push(op, tag as u64)?;
+        if !pushed {
+            self.ring.submit()?;
+            pushed = self.ring.push(op, tag as u64)?;
+        }
+        if !pushed {
+            self.tracker.release(&req.op, true);
+            return Err(BlkError::QueueFull(self.tracker.in_flight()));
+        }
+        self.free_tags.pop();
+        self.slab[tag] = Some(req);
+        Ok(())
+    }
+    fn kick(&mut self) -> Result<(), BlkError> {
+        Ok(self.ring.submit()?)
+    }
+    fn poll(&mut self, out: &mut Vec<Completion>, min: usize) -> Result<usize, BlkError> {
+        self.tracker.check_wait(min)?;
+        self.ring.submit()?;
+        let mut got = self.reap(out);
+        if got >= min {
+            return Ok(got);
+        }
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while got < min {
+            got += self.reap(out);
+            if got >= min {
+                break;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) && start.elapsed() >= self.poll.spin {
+                // Nothing came while spinning: sleep in the host until it does.
+                self.ring.wait((min - got) as u32)?;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(got)
+    }
+    fn in_flight(&self) -> usize {
+        self.tracker.in_flight()
+    }
+    fn stats(&self) -> QueueStats {
+        self.tracker.stats
+    }
+}
