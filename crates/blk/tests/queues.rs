@@ -1,4 +1,5 @@
 //! Every backend behaves the same, and the fault injector does what it says.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rktio_blk::*;
 
