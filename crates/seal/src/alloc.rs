@@ -1,0 +1,158 @@
+//! Physical block allocation for copy-on-write.
+//!
+//! A block the last commit references is never overwritten before the next commit;
+//! a block superseded since then becomes free only once that cannot matter any more.
+
+use crate::format::SUPERBLOCK_SLOTS;
+
+const FREE: u8 = 0;
+/// Referenced by the last commit.
+const COMMITTED: u8 = 1;
+/// Written since the last commit and still referenced.
+const FRESH: u8 = 2;
+/// Referenced by the last commit but superseded: free after the next commit.
+const PENDING: u8 = 3;
+/// Written since the last commit and already superseded: free once no I/O is in flight.
+const RECYCLE: u8 = 4;
+/// A superblock slot.
+const RESERVED: u8 = 5;
+
+#[derive(Debug)]
+pub(crate) struct Allocator {
+    state: Vec<u8>,
+    free: u64,
+    cursor: usize,
+    fresh: Vec<u64>,
+    pending: Vec<u64>,
+    recycle: Vec<u64>,
+}
+
+impl Allocator {
+    pub(crate) fn new(physical: u64) -> Self {
+        let mut state = vec![FREE; physical as usize];
+        for s in state.iter_mut().take(SUPERBLOCK_SLOTS as usize) {
+            *s = RESERVED;
+        }
+        Self {
+            free: physical.saturating_sub(SUPERBLOCK_SLOTS),
+            state,
+            cursor: SUPERBLOCK_SLOTS as usize,
+            fresh: Vec::new(),
+            pending: Vec::new(),
+            recycle: Vec::new(),
+        }
+    }
+
+    /// Marks a block referenced by the committed image; false if it already was.
+    pub(crate) fn claim_committed(&mut self, phys: u64) -> bool {
+        match self.state.get_mut(phys as usize) {
+            Some(s) if *s == FREE => {
+                *s = COMMITTED;
+                self.free -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn free_blocks(&self) -> u64 {
+        self.free
+    }
+
+    /// A free block, now FRESH.
+    pub(crate) fn alloc(&mut self) -> Option<u64> {
+        if self.free == 0 {
+            return None;
+        }
+        let n = self.state.len();
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            if self.state[i] == FREE {
+                self.state[i] = FRESH;
+                self.free -= 1;
+                self.cursor = i + 1;
+                self.fresh.push(i as u64);
+                return Some(i as u64);
+            }
+        }
+        None
+    }
+
+    /// A block's contents are no longer referenced by the working map.
+    pub(crate) fn supersede(&mut self, phys: u64) {
+        let Some(s) = self.state.get_mut(phys as usize) else {
+            return;
+        };
+        match *s {
+            COMMITTED => {
+                *s = PENDING;
+                self.pending.push(phys);
+            }
+            FRESH => {
+                *s = RECYCLE;
+                self.recycle.push(phys);
+            }
+            _ => {}
+        }
+    }
+
+    /// No I/O is in flight: superseded uncommitted blocks can be reused.
+    pub(crate) fn quiescent(&mut self) {
+        for p in self.recycle.drain(..) {
+            if let Some(s) = self.state.get_mut(p as usize)
+                && *s == RECYCLE
+            {
+                *s = FREE;
+                self.free += 1;
+            }
+        }
+    }
+
+    /// A commit is durable: the new map is the committed one.
+    pub(crate) fn committed(&mut self) {
+        self.quiescent();
+        for p in self.pending.drain(..) {
+            if let Some(s) = self.state.get_mut(p as usize)
+                && *s == PENDING
+            {
+                *s = FREE;
+                self.free += 1;
+            }
+        }
+        for p in self.fresh.drain(..) {
+            if let Some(s) = self.state.get_mut(p as usize)
+                && *s == FRESH
+            {
+                *s = COMMITTED;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle() {
+        let mut a = Allocator::new(6);
+        assert_eq!(a.free_blocks(), 4);
+        assert!(a.claim_committed(2));
+        assert!(!a.claim_committed(2));
+        assert!(!a.claim_committed(0));
+        assert!(!a.claim_committed(99));
+        let x = a.alloc().unwrap();
+        assert_eq!(x, 3);
+        a.supersede(2); // committed -> pending, not free yet
+        a.supersede(x); // fresh -> recycle
+        assert_eq!(a.free_blocks(), 2);
+        a.quiescent();
+        assert_eq!(a.free_blocks(), 3);
+        let y = a.alloc().unwrap();
+        a.committed();
+        assert_eq!(a.free_blocks(), 3);
+        a.supersede(y);
+        a.committed();
+        assert_eq!(a.free_blocks(), 4);
+    }
+}
