@@ -1,0 +1,232 @@
+//! The `rktio disk` commands, run as a newcomer would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn rktio(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rktio"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RKTIO_KEY")
+        .env_remove("RKTIO_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn field(o: &Output, name: &str) -> String {
+    text(o)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {name} in {}", text(o)))
+}
+
+#[test]
+fn create_info_check_change_key_on_1gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(rktio(d, &["disk", "keygen", "k1"]).status.success());
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "create",
+            "data.img",
+            "--size",
+            "1G",
+            "--key-file",
+            "k1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::metadata(d.join("data.img")).unwrap().len(),
+        1 << 30
+    );
+    let epoch: u64 = field(&o, "epoch:").parse().unwrap();
+    let root = field(&o, "root:");
+
+    let o = rktio(d, &["disk", "check", "data.img", "--key-file", "k1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 bad"), "{}", text(&o));
+
+    // Pins: the right ones pass, a future epoch or another root is refused.
+    let e = epoch.to_string();
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "info",
+            "data.img",
+            "--key-file",
+            "k1",
+            "--expect-epoch",
+            &e,
+            "--expect-root",
+            &root,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let e1 = (epoch + 1).to_string();
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "check",
+            "data.img",
+            "--key-file",
+            "k1",
+            "--expect-epoch",
+            &e1,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("stale image"), "{}", text(&o));
+
+    // Wrong key: a clear error, and the image is unchanged (compared whole on a
+    // small image, so the test does not read 1 GiB twice).
+    assert!(rktio(d, &["disk", "keygen", "k2"]).status.success());
+    let o = rktio(d, &["disk", "info", "data.img", "--key-file", "k2"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("wrong key"), "{}", text(&o));
+    assert!(
+        rktio(
+            d,
+            &[
+                "disk",
+                "create",
+                "small.img",
+                "--size",
+                "4M",
+                "--key-file",
+                "k1"
+            ]
+        )
+        .status
+        .success()
+    );
+    let before = std::fs::read(d.join("small.img")).unwrap();
+    for args in [
+        &["disk", "info", "small.img", "--key-file", "k2"][..],
+        &["disk", "check", "small.img", "--key-file", "k2"][..],
+        &[
+            "disk",
+            "change-key",
+            "small.img",
+            "--key-file",
+            "k2",
+            "--new-key-file",
+            "k1",
+        ][..],
+    ] {
+        let o = rktio(d, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(text(&o).contains("wrong key"), "{}", text(&o));
+    }
+    assert!(std::fs::read(d.join("small.img")).unwrap() == before);
+
+    // change-key: the new key opens it, the old one no longer does.
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "change-key",
+            "data.img",
+            "--key-file",
+            "k1",
+            "--new-key-file",
+            "k2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        rktio(d, &["disk", "check", "data.img", "--key-file", "k2"])
+            .status
+            .success()
+    );
+    assert!(
+        !rktio(d, &["disk", "check", "data.img", "--key-file", "k1"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn newcomer_mistakes_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = rktio(d, &["disk", "create", "x.img", "--size", "1G"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no key given"), "{}", text(&o));
+    let o = rktio(d, &["disk", "info", "missing.img", "--key-file", "k"]);
+    assert!(text(&o).contains("no such image"), "{}", text(&o));
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "create",
+            "x.img",
+            "--size",
+            "12Q",
+            "--key-file",
+            "k",
+        ],
+    );
+    assert!(text(&o).contains("unknown size suffix"), "{}", text(&o));
+    std::fs::write(d.join("plain.img"), vec![0u8; 1 << 20]).unwrap();
+    assert!(rktio(d, &["disk", "keygen", "k"]).status.success());
+    let o = rktio(d, &["disk", "info", "plain.img", "--key-file", "k"]);
+    assert!(
+        text(&o).contains("not a rkt-io sealed disk"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !rktio(d, &["disk", "keygen", "k"]).status.success(),
+        "keygen must not overwrite a key"
+    );
+    let o = rktio(d, &["disk", "--help"]);
+    assert!(text(&o).contains("change-key"));
+}
+
+#[test]
+fn passphrase_from_environment_and_tampering_detected_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rktio"))
+            .args(args)
+            .current_dir(d)
+            .env("RKTIO_PASSPHRASE", "open sesame")
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "disk",
+        "create",
+        "p.img",
+        "--size",
+        "4M",
+        "--passphrase",
+        "--backend",
+        "file",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Argon2id"));
+    let o = run(&["disk", "check", "p.img", "--passphrase"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Corrupt the only map node (the root, at block 2): check fails loudly.
+    let mut img = std::fs::read(d.join("p.img")).unwrap();
+    img[2 * 4096 + 100] ^= 1;
+    std::fs::write(d.join("p.img"), &img).unwrap();
+    let o = run(&["disk", "check", "p.img", "--passphrase"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("tampered"), "{}", text(&o));
+}
