@@ -153,16 +153,27 @@ pub enum BlkError {
 }
 
 /// How a queue waits for completions: spin for a while, then sleep in the host.
+///
+/// A queue only ever waits when the caller asks for completions of requests that
+/// are in flight; with nothing in flight it never spins. The spin budget adapts:
+/// it starts at `spin`; when a park turns out short (the completion came soon after
+/// parking, so spinning a little longer would have avoided the host call) it
+/// doubles, up to `max_spin`; while spinning succeeds it decays back to `spin`. A
+/// stalled or idle device therefore costs at most `max_spin` of spinning before the
+/// thread sleeps in the kernel.
 #[derive(Debug, Clone, Copy)]
 pub struct PollConfig {
-    /// Spin this long before parking (0: park at once).
+    /// Initial and minimum spin before parking (0: always park at once).
     pub spin: Duration,
+    /// Largest spin the budget may grow to.
+    pub max_spin: Duration,
 }
 
 impl Default for PollConfig {
     fn default() -> Self {
         Self {
-            spin: Duration::from_micros(50),
+            spin: Duration::from_millis(1),
+            max_spin: Duration::from_millis(10),
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct UringQueue {
     free_tags: Vec<usize>,
     raw: Vec<RawCompletion>,
     poll: PollConfig,
+    /// Current spin budget (see [`PollConfig`]).
+    spin: std::time::Duration,
+    /// When the budget last grew (it halves after a second without growing).
+    grown: Instant,
 }
 
 impl UringQueue {
@@ -51,6 +55,8 @@ impl UringQueue {
             free_tags: (0..tags).rev().collect(),
             raw: Vec::with_capacity(tags * 2),
             poll,
+            spin: poll.spin,
+            grown: Instant::now(),
         })
     }
 
@@ -161,20 +167,34 @@ impl BlockQueue for UringQueue {
         if got >= min {
             return Ok(got);
         }
-        let start = Instant::now();
+        let mut start = Instant::now();
         let mut spins = 0u32;
+        let mut parked = false;
         while got < min {
             got += self.reap(out);
             if got >= min {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) && start.elapsed() >= self.poll.spin {
+            if spins.is_multiple_of(64) && start.elapsed() >= self.spin {
                 // Nothing came while spinning: sleep in the host until it does.
+                let t = Instant::now();
                 self.ring.wait((min - got) as u32)?;
+                let slept = t.elapsed();
+                if !parked && slept < self.spin {
+                    // A short park: spinning a little longer would have done.
+                    self.spin = (self.spin * 2).min(self.poll.max_spin.max(self.poll.spin));
+                    self.grown = Instant::now();
+                }
+                parked = true;
+                start = Instant::now();
             } else {
                 std::hint::spin_loop();
             }
+        }
+        if self.spin > self.poll.spin && self.grown.elapsed() > std::time::Duration::from_secs(1) {
+            self.spin = (self.spin / 2).max(self.poll.spin);
+            self.grown = Instant::now();
         }
         Ok(got)
     }
