@@ -205,3 +205,100 @@ impl BlockQueue for UringQueue {
         self.tracker.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rktio_sys::{FileOptions, HostCall, HostCalls};
+
+    fn queue(sqpoll_idle_ms: Option<u32>) -> (tempfile::NamedTempFile, UringQueue) {
+        let f = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        f.as_file().set_len(64 * BLOCK_SIZE as u64).unwrap();
+        let file = HostFile::open(f.path(), FileOptions::default()).unwrap();
+        let q = UringQueue::new(file, 4, sqpoll_idle_ms, PollConfig::default()).unwrap();
+        (f, q)
+    }
+
+    /// Completions the host makes up are checked, never trusted.
+    #[test]
+    fn hostile_completions_are_rejected() {
+        let (_f, mut q) = queue(None);
+        let mut out = Vec::new();
+        // Tags that match nothing in flight: ignored and counted.
+        for user_data in [0, 3, 8, 4096, u64::MAX] {
+            assert!(!q.accept(
+                RawCompletion {
+                    user_data,
+                    result: BLOCK_SIZE as i32
+                },
+                &mut out
+            ));
+        }
+        assert_eq!(q.stats().host_protocol_errors, 5);
+        assert!(out.is_empty());
+        // A real request, then lies about it: short count, too long, negative errno.
+        for (lie, errno) in [
+            (100, crate::EIO),
+            (BLOCK_SIZE as i32 * 2, crate::EIO),
+            (-28, 28),
+            (0, crate::EIO),
+        ] {
+            q.submit(Request {
+                op: Op::Read { block: 1, buf: 0 },
+                user: 7,
+            })
+            .unwrap();
+            let tag = (0..q.slab.len()).find(|t| q.slab[*t].is_some()).unwrap() as u64;
+            assert!(q.accept(
+                RawCompletion {
+                    user_data: tag,
+                    result: lie
+                },
+                &mut out
+            ));
+            let c = out.pop().unwrap();
+            assert_eq!(c.user, 7);
+            assert_eq!(c.result.unwrap_err().errno, errno);
+            // The kernel's real completion for that tag arrives later: now unknown, ignored.
+            q.ring.submit().unwrap();
+            q.ring.wait(1).unwrap();
+            let mut raw = Vec::new();
+            q.ring.reap(&mut raw);
+            for r in raw {
+                assert!(!q.accept(r, &mut out));
+            }
+        }
+        assert_eq!(q.in_flight(), 0);
+    }
+
+    /// With nothing to do the kernel poller goes to sleep (burning no core) and the
+    /// next submission has to wake it with a host call.
+    #[test]
+    fn idle_sq_poller_sleeps_and_is_woken() {
+        let (_f, mut q) = queue(Some(10));
+        assert!(q.is_sqpoll());
+        let mut out = Vec::new();
+        q.submit(Request {
+            op: Op::Read { block: 0, buf: 0 },
+            user: 1,
+        })
+        .unwrap();
+        q.poll(&mut out, 1).unwrap();
+        // Far past the 10 ms idle time: the poller has parked itself.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let before = HostCalls::snapshot();
+        q.submit(Request {
+            op: Op::Read { block: 0, buf: 0 },
+            user: 2,
+        })
+        .unwrap();
+        q.poll(&mut out, 1).unwrap();
+        let d = HostCalls::snapshot().since(&before);
+        assert!(
+            d.get(HostCall::UringSubmit) >= 1,
+            "the poller should have needed a wake-up: {d}"
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|c| c.result.is_ok()));
+    }
+}
