@@ -38,11 +38,11 @@ pub enum Kdf {
 
 /// Upper bounds on Argon2 costs we accept from an image (a hostile image must not
 /// make us allocate without limit).
-pub const ARGON2_MAX_M_KIB: u32 = 4 * 1024 * 1024;
+pub const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
 /// Upper bound on iterations.
-pub const ARGON2_MAX_T: u32 = 64;
+pub const ARGON2_MAX_T: u32 = 16;
 /// Upper bound on lanes.
-pub const ARGON2_MAX_P: u32 = 64;
+pub const ARGON2_MAX_P: u32 = 16;
 
 /// A reference to one sealed block: where it lives and how to check it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
