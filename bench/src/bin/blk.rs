@@ -111,6 +111,7 @@ fn main() -> Result<(), Error> {
     let blocks = size / BLOCK_SIZE as u64;
     let dur = Duration::from_secs_f64(args.seconds);
     let qd = args.qd;
+    const ROUNDS: usize = 5;
 
     eprintln!(
         "preparing two {} MiB host files in {} ...",
@@ -164,9 +165,11 @@ fn main() -> Result<(), Error> {
         "sealed sequential write: {seq_mbs:.0} MB/s ({logical} blocks, commit included; host calls {fill_calls})"
     );
 
-    // Rounds: the virtual disk's speed drifts, so native, raw and sealed take turns
-    // and each reports its median.
-    const ROUNDS: usize = 3;
+    // Rounds: the virtual disk's speed drifts a lot (fio alone varies 2-3x between
+    // runs here), so native, raw and sealed take turns, raw and sealed run back to
+    // back in alternating order, and the sealed/raw ratio is taken per round (paired)
+    // before the median.
+    let mut paired: std::collections::BTreeMap<bool, Vec<f64>> = Default::default();
     for round in 0..ROUNDS {
         for write in [false, true] {
             let f = fio(
@@ -178,30 +181,42 @@ fn main() -> Result<(), Error> {
             )?;
             eprintln!("round {round}: fio {}: {f:.0} IOPS", rw(write));
             fio_runs.entry(write).or_default().push(f);
-            let mut q = rktio_blk::open_image(
-                &raw_path,
-                OpenOptions {
-                    depth: qd,
-                    ..Default::default()
-                },
-            )?;
-            let r = raw_random(&mut *q, write, qd, blocks, dur)?;
-            eprintln!(
-                "round {round}: raw uring {}: {:.0} IOPS, {:.4} host calls/IO",
-                rw(write),
-                r.iops(),
-                r.calls_per_io()
-            );
-            results.entry(("uring", write)).or_default().push(r);
-            drop(q);
-            let r = sealed_random(&mut d, write, qd, logical, Limit::Time(dur))?;
-            eprintln!(
-                "round {round}: sealed uring {}: {:.0} IOPS, {:.4} host calls/IO",
-                rw(write),
-                r.iops(),
-                r.calls_per_io()
-            );
-            results.entry(("sealed", write)).or_default().push(r);
+            let mut pair = [Result1::default(); 2];
+            for turn in 0..2 {
+                let sealed_turn = (turn + round) % 2 == 1;
+                if sealed_turn {
+                    let r = sealed_random(&mut d, write, qd, logical, Limit::Time(dur))?;
+                    eprintln!(
+                        "round {round}: sealed uring {}: {:.0} IOPS, {:.4} host calls/IO",
+                        rw(write),
+                        r.iops(),
+                        r.calls_per_io()
+                    );
+                    results.entry(("sealed", write)).or_default().push(r);
+                    pair[1] = r;
+                } else {
+                    let mut q = rktio_blk::open_image(
+                        &raw_path,
+                        OpenOptions {
+                            depth: qd,
+                            ..Default::default()
+                        },
+                    )?;
+                    let r = raw_random(&mut *q, write, qd, blocks, dur)?;
+                    eprintln!(
+                        "round {round}: raw uring {}: {:.0} IOPS, {:.4} host calls/IO",
+                        rw(write),
+                        r.iops(),
+                        r.calls_per_io()
+                    );
+                    results.entry(("uring", write)).or_default().push(r);
+                    pair[0] = r;
+                }
+            }
+            paired
+                .entry(write)
+                .or_default()
+                .push(pair[1].iops() / pair[0].iops());
         }
     }
     drop(d);
@@ -237,8 +252,6 @@ fn main() -> Result<(), Error> {
     let aes = aes_gcm_mbs()?;
 
     // Table.
-    let uring_rr = results[&("uring", false)];
-    let uring_rw = results[&("uring", true)];
     println!();
     println!(
         "4 KiB random I/O, QD{qd}, {} MiB host file, {:.0} s per run, median of {ROUNDS} alternating rounds (pread/pwrite: one run); O_DIRECT everywhere",
@@ -270,13 +283,19 @@ fn main() -> Result<(), Error> {
             w.calls_per_io()
         );
     }
-    let sr = results[&("sealed", false)];
-    let sw = results[&("sealed", true)];
     println!();
+    let show = |v: &Vec<f64>| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!(
-        "sealed / raw uring: read {:.2}, write {:.2} (target >= 0.90)",
-        sr.iops() / uring_rr.iops(),
-        sw.iops() / uring_rw.iops()
+        "sealed / raw uring, median of per-round ratios: read {:.2}, write {:.2} (target >= 0.90); rounds: read [{}], write [{}]",
+        fmed(&paired[&false]),
+        fmed(&paired[&true]),
+        show(&paired[&false]),
+        show(&paired[&true])
     );
     println!(
         "strace -c -f, marginal system calls per I/O (220k minus 20k I/Os), sealed over uring: read {:.5}, write {:.5}",

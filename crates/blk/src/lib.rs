@@ -22,12 +22,14 @@
 mod fault;
 mod file;
 mod mem;
+mod sync;
 mod uring;
 
 pub use fault::{Fault, FaultControl, FaultyQueue};
-pub use file::FileQueue;
+pub use file::{FileBackend, FileQueue};
 pub use mem::{MemDisk, MemQueue};
 pub use rktio_sys::{BLOCK_SIZE, HostBuffers, HostCall, HostCalls};
+pub use sync::{SyncBackend, SyncQueue};
 pub use uring::UringQueue;
 
 use std::time::Duration;

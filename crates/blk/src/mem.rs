@@ -1,11 +1,9 @@
 //! A RAM disk, for tests. Its media ([`MemDisk`]) can be shared, copied and tampered
 //! with, the way a hostile host could treat a real image.
 
-use crate::{
-    BLOCK_SIZE, BlkError, Block, BlockQueue, Completion, HostBuffers, Op, QueueStats, Request,
-    Tracker,
-};
-use std::collections::{HashMap, VecDeque};
+use crate::sync::{SyncBackend, SyncQueue};
+use crate::{BLOCK_SIZE, BlkError, Block, HostBuffers, IoError, Op};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The blocks of a RAM disk; clones share the same media.
@@ -82,92 +80,42 @@ impl MemDisk {
 }
 
 /// A block queue over a [`MemDisk`]. Requests run when polled.
-#[derive(Debug)]
-pub struct MemQueue {
-    disk: MemDisk,
-    bufs: HostBuffers,
-    tracker: Tracker,
-    queued: VecDeque<Request>,
-}
+pub type MemQueue = SyncQueue<MemDisk>;
 
 impl MemQueue {
     /// A queue of `depth` slots over `disk`.
     pub fn new(disk: MemDisk, depth: usize) -> Result<Self, BlkError> {
-        let depth = depth.max(1);
-        let blocks = disk.blocks();
-        Ok(Self {
-            disk,
-            bufs: HostBuffers::new(depth)?,
-            tracker: Tracker::new(depth, blocks),
-            queued: VecDeque::new(),
-        })
+        SyncQueue::with_backend(disk, depth)
     }
 
     /// The media.
     pub fn disk(&self) -> &MemDisk {
-        &self.disk
+        self.backend()
     }
 }
 
-impl BlockQueue for MemQueue {
+impl SyncBackend for MemDisk {
     fn name(&self) -> &'static str {
         "mem"
     }
     fn blocks(&self) -> u64 {
-        self.disk.blocks()
+        MemDisk::blocks(self)
     }
-    fn depth(&self) -> usize {
-        self.bufs.slots()
-    }
-    fn buffers(&self) -> &HostBuffers {
-        &self.bufs
-    }
-    fn buffers_mut(&mut self) -> &mut HostBuffers {
-        &mut self.bufs
-    }
-    fn submit(&mut self, req: Request) -> Result<(), BlkError> {
-        self.tracker.admit(&req.op)?;
-        self.queued.push_back(req);
-        Ok(())
-    }
-    fn kick(&mut self) -> Result<(), BlkError> {
-        Ok(())
-    }
-    fn poll(&mut self, out: &mut Vec<Completion>, min: usize) -> Result<usize, BlkError> {
-        self.tracker.check_wait(min)?;
-        let mut n = 0;
+    fn run(&mut self, bufs: &mut HostBuffers, op: Op) -> Result<(), IoError> {
         let mut block = [0u8; BLOCK_SIZE];
-        while let Some(req) = self.queued.pop_front() {
-            let result = match req.op {
-                Op::Read { block: b, buf } => {
-                    block = self.disk.read(b);
-                    self.bufs
-                        .copy_in(buf, &block)
-                        .map_err(|e| crate::IoError::eio(e.to_string()))
-                }
-                Op::Write { block: b, buf } => match self.bufs.copy_out(buf, &mut block) {
-                    Ok(()) => {
-                        self.disk.write(b, &block);
-                        Ok(())
-                    }
-                    Err(e) => Err(crate::IoError::eio(e.to_string())),
-                },
-                Op::Flush => Ok(()),
-            };
-            self.tracker.release(&req.op, result.is_ok());
-            out.push(Completion {
-                user: req.user,
-                op: req.op,
-                result,
-            });
-            n += 1;
+        match op {
+            Op::Read { block: b, buf } => {
+                block = self.read(b);
+                bufs.copy_in(buf, &block)
+                    .map_err(|e| IoError::eio(e.to_string()))
+            }
+            Op::Write { block: b, buf } => {
+                bufs.copy_out(buf, &mut block)
+                    .map_err(|e| IoError::eio(e.to_string()))?;
+                self.write(b, &block);
+                Ok(())
+            }
+            Op::Flush => Ok(()),
         }
-        Ok(n)
-    }
-    fn in_flight(&self) -> usize {
-        self.tracker.in_flight()
-    }
-    fn stats(&self) -> QueueStats {
-        self.tracker.stats
     }
 }

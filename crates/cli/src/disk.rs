@@ -37,27 +37,9 @@ pub enum DiskCommand {
         io: IoArgs,
     },
     /// Show an image's geometry, epoch and root (unlocks it; writes nothing).
-    Info {
-        /// Image file.
-        image: PathBuf,
-        #[command(flatten)]
-        key: KeyArgs,
-        #[command(flatten)]
-        pin: PinArgs,
-        #[command(flatten)]
-        io: IoArgs,
-    },
+    Info(ImageArgs),
     /// Authenticate every block of an image (writes nothing). Exit status 1 if any fails.
-    Check {
-        /// Image file.
-        image: PathBuf,
-        #[command(flatten)]
-        key: KeyArgs,
-        #[command(flatten)]
-        pin: PinArgs,
-        #[command(flatten)]
-        io: IoArgs,
-    },
+    Check(ImageArgs),
     /// Change the key or passphrase that unlocks an image.
     ///
     /// The data key is re-wrapped; data is not re-encrypted, so a copy of the image
@@ -100,6 +82,19 @@ pub struct KeyArgs {
     passphrase: bool,
 }
 
+/// An existing image, how to unlock it, and what to demand of it.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Image file.
+    image: PathBuf,
+    #[command(flatten)]
+    key: KeyArgs,
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(flatten)]
+    io: IoArgs,
+}
+
 /// Freshness pins: refuse an image that was rolled back.
 #[derive(Debug, Args)]
 pub struct PinArgs {
@@ -129,22 +124,12 @@ pub fn run(cmd: DiskCommand) -> Result<(), Error> {
             key,
             io,
         } => create(&image, size, overprovision, preallocate, force, &key, &io),
-        DiskCommand::Info {
-            image,
-            key,
-            pin,
-            io,
-        } => {
-            let disk = open(&image, &key, &pin, &io, true)?;
-            print_info(&image, &disk);
+        DiskCommand::Info(a) => {
+            let disk = open(&a.image, &a.key, &a.pin, &a.io, true)?;
+            print_info(&a.image, &disk);
             Ok(())
         }
-        DiskCommand::Check {
-            image,
-            key,
-            pin,
-            io,
-        } => check(&image, &key, &pin, &io),
+        DiskCommand::Check(a) => check(&a.image, &a.key, &a.pin, &a.io),
         DiskCommand::ChangeKey {
             image,
             key,

@@ -230,3 +230,34 @@ fn passphrase_from_environment_and_tampering_detected_by_check() {
     assert!(!o.status.success());
     assert!(text(&o).contains("tampered"), "{}", text(&o));
 }
+
+#[test]
+fn key_from_rktio_key_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |key: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rktio"))
+            .args(args)
+            .current_dir(d)
+            .env("RKTIO_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let k1 = "11".repeat(32);
+    let k2 = "22".repeat(32);
+    let o = run(&k1, &["disk", "create", "e.img", "--size", "4M"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(run(&k1, &["disk", "check", "e.img"]).status.success());
+    let o = run(&k2, &["disk", "check", "e.img"]);
+    assert!(text(&o).contains("wrong key"), "{}", text(&o));
+    let o = run("not hex", &["disk", "check", "e.img"]);
+    assert!(text(&o).contains("64 hex digits"), "{}", text(&o));
+    // --key-env names another variable.
+    let o = Command::new(env!("CARGO_BIN_EXE_rktio"))
+        .args(["disk", "check", "e.img", "--key-env", "MY_KEY"])
+        .current_dir(d)
+        .env("MY_KEY", &k1)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}

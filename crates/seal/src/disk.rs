@@ -600,6 +600,15 @@ impl<Q: BlockQueue> SealedDisk<Q> {
 
     /// Waits for at least `min` lower completions and handles them.
     fn pump(&mut self, min: usize) -> Result<(), SealError> {
+        if min > 0 && self.q.in_flight() == 0 {
+            // Waiting with nothing in flight would never end: a bookkeeping bug or a
+            // queue that lost requests. Say so instead of hanging.
+            return Err(SealError::Invalid(format!(
+                "sealed disk waits for I/O but none is in flight ({} free slots, {} outstanding)",
+                self.free_slots.len(),
+                self.outstanding
+            )));
+        }
         let mut cs = std::mem::take(&mut self.completions);
         cs.clear();
         let r = self.q.poll(&mut cs, min.min(self.q.in_flight()));
@@ -904,7 +913,8 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         }
     }
 
-    /// Reads one block (synchronously).
+    /// Reads one block (synchronously). The synchronous calls use the tag
+    /// `u64::MAX`; do not give that tag to asynchronous requests in flight meanwhile.
     pub fn read(&mut self, lba: u64, out: &mut Block) -> Result<(), SealError> {
         self.submit_read(lba, u64::MAX)?;
         let b = self.wait_for(u64::MAX)?;
