@@ -23,8 +23,89 @@ impl BlockIo for Dev {
     fn geometry(&self) -> DeviceGeometry { DeviceGeometry::new(4096, self.blocks) }
     fn capabilities(&self) -> DeviceCapabilities { DeviceCapabilities { read_only: false, flush: true, ..Default::default() } }
 }
+/// rsext4's block device over rkt-io's sealed disk; a device flush is a sealed commit.
+struct SealedDev {
+    d: rktio_seal::SealedDisk<Box<dyn rktio_blk::BlockQueue>>,
+}
+impl BlockIo for SealedDev {
+    fn write(&mut self, b: &[u8], s: SectorId, _c: u32) -> Ext4Result<()> {
+        for (i, chunk) in b.chunks(4096).enumerate() {
+            let blk: &[u8; 4096] = chunk.try_into().map_err(|_| Ext4Error::invalid_input())?;
+            self.d.submit_write(s.raw() + i as u64, blk, i as u64).map_err(|_| Ext4Error::io())?;
+        }
+        let mut out = Vec::new();
+        while self.d.outstanding() > 0 {
+            self.d.poll(1, &mut out).map_err(|_| Ext4Error::io())?;
+        }
+        out.into_iter().try_for_each(|c| c.result.map(|_| ()).map_err(|_| Ext4Error::io()))
+    }
+    fn read(&mut self, b: &mut [u8], s: SectorId, _c: u32) -> Ext4Result<()> {
+        for i in 0..b.len() / 4096 {
+            self.d.submit_read(s.raw() + i as u64, i as u64).map_err(|_| Ext4Error::io())?;
+        }
+        let mut out = Vec::new();
+        while self.d.outstanding() > 0 {
+            self.d.poll(1, &mut out).map_err(|_| Ext4Error::io())?;
+        }
+        for c in out {
+            let data = c.result.map_err(|_| Ext4Error::io())?.ok_or_else(Ext4Error::io)?;
+            b[c.user as usize * 4096..][..4096].copy_from_slice(&data[..]);
+            self.d.recycle(data);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Ext4Result<()> {
+        self.d.commit().map(|_| ()).map_err(|_| Ext4Error::io())
+    }
+    fn geometry(&self) -> DeviceGeometry { DeviceGeometry::new(4096, self.d.logical_blocks()) }
+    fn capabilities(&self) -> DeviceCapabilities { DeviceCapabilities { read_only: false, flush: true, ..Default::default() } }
+}
+
+fn sealed_key() -> rktio_seal::KeySource {
+    rktio_seal::KeySource::Bytes([0x42u8; 32].into())
+}
+
+fn open_sealed(p: &Path, create: bool) -> SealedDev {
+    let q = rktio_blk::open_image(p, rktio_blk::OpenOptions::default()).unwrap();
+    let d = if create {
+        rktio_seal::SealedDisk::create(q, &sealed_key(), &rktio_seal::CreateOptions::default()).unwrap()
+    } else {
+        rktio_seal::SealedDisk::open(q, &sealed_key(), &rktio_seal::OpenOptions::default()).unwrap()
+    };
+    SealedDev { d }
+}
+
+/// The randomized workload of part B on any device formatted by rsext4 itself.
+fn workload<D: BlockIo>(dev: D, seed: u64, ops: usize) -> (BTreeMap<String, Vec<u8>>, f64, usize) {
+    let dev = format(dev, Clk, MkfsOptions::default()).unwrap();
+    let mut fs = Ext4::mount(dev, MountServices::new(Clk, (), NoopObserver), MountOptions::read_write()).unwrap();
+    let root = fs.root_inode();
+    let dir = fs.create_directory(ctx(), root, FileName::new(b"d").unwrap(), FilePermissions::new(0o755).unwrap()).unwrap();
+    let mut model = BTreeMap::new();
+    model.insert("/d/".to_string(), vec![]);
+    let mut r = Rng(seed);
+    let mut errs = 0;
+    let t = std::time::Instant::now();
+    for _ in 0..ops {
+        let parent_is_d = r.next() % 2 == 0;
+        let parent = if parent_is_d { dir.number } else { root };
+        let name = format!("n{}", r.next() % 30);
+        let path = if parent_is_d { format!("/d/{name}") } else { format!("/{name}") };
+        let fname = FileName::new(name.as_bytes()).unwrap();
+        if step(&mut fs, &mut r, parent, &path, fname, parent_is_d, root, dir.number, &mut model).is_err() {
+            errs += 1;
+        }
+    }
+    fs.unmount().unwrap();
+    (model, t.elapsed().as_secs_f64(), errs)
+}
+
 struct Clk;
 impl Clock for Clk { fn now(&self) -> Ext4Result<Ext4Timestamp> { Ok(Ext4Timestamp::new(1_700_000_000, 0)) } }
+
+fn dev_of(p: &Path) -> Dev {
+    dev(p)
+}
 
 fn dev(p: &Path) -> Dev {
     let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
@@ -45,7 +126,7 @@ fn e2fsck(p: &Path) -> (i32, String) {
 }
 
 // Walk: path -> (kind, content)
-fn walk<D: BlockIo>(fs: &mut Ext4<D, MountedServices<(), NoopObserver>>, dir: InodeNumber, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> Ext4Result<()> {
+fn walk<D: BlockIo>(fs: &mut Fs<D>, dir: InodeNumber, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> Ext4Result<()> {
     let mut cur = DirectoryCursor::Start;
     loop {
         let ents = fs.read_directory(dir, cur, 64)?;
@@ -68,6 +149,79 @@ fn walk<D: BlockIo>(fs: &mut Ext4<D, MountedServices<(), NoopObserver>>, dir: In
             }
         }
         if cur == DirectoryCursor::End { break; }
+    }
+    Ok(())
+}
+
+
+type Fs<D> = Ext4<D, MountedServices<(), NoopObserver>>;
+
+/// One random operation on `path` (a child of `parent`), mirrored in `model`.
+#[allow(clippy::too_many_arguments)]
+fn step<D: BlockIo>(
+    fs: &mut Fs<D>,
+    r: &mut Rng,
+    parent: InodeNumber,
+    path: &str,
+    fname: FileName<'_>,
+    parent_is_d: bool,
+    root: InodeNumber,
+    dir: InodeNumber,
+    model: &mut BTreeMap<String, Vec<u8>>,
+) -> Ext4Result<()> {
+    let path = path.to_string();
+    match r.next() % 6 {
+        0 | 1 => {
+            let ino = match fs.lookup_child(parent, fname)? {
+                Some(i) => i.number,
+                None => {
+                    let i = fs.create_regular_file(ctx(), parent, fname, FilePermissions::new(0o644)?)?;
+                    model.insert(path.clone(), vec![]);
+                    i.number
+                }
+            };
+            let off = (r.next() % 200_000) as usize;
+            let len = (r.next() % 70_000) as usize;
+            let data: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
+            fs.write_inode(ino, off as u64, &data)?;
+            let m = model.get_mut(&path).expect("modelled");
+            if m.len() < off + len {
+                m.resize(off + len, 0);
+            }
+            m[off..off + len].copy_from_slice(&data);
+        }
+        2 => {
+            if let Some(i) = fs.lookup_child(parent, fname)? {
+                let sz = r.next() % 150_000;
+                fs.truncate_inode(i.number, sz)?;
+                model.get_mut(&path).expect("modelled").resize(sz as usize, 0);
+            }
+        }
+        3 => {
+            if fs.lookup_child(parent, fname)?.is_some() {
+                let o = fs.unlink(parent, fname)?;
+                if o.requires_reap() {
+                    fs.reap_unlinked_inode(o.inode)?;
+                }
+                model.remove(&path);
+            }
+        }
+        4 => {
+            let name2 = format!("n{}", r.next() % 30);
+            let p2 = if parent_is_d { format!("/{name2}") } else { format!("/d/{name2}") };
+            let np = if parent_is_d { root } else { dir };
+            if fs.lookup_child(parent, fname)?.is_some() {
+                let o = fs.rename(parent, fname, np, FileName::new(name2.as_bytes())?, RenameOptions::REPLACE)?;
+                if let Some(u) = o.replaced
+                    && u.requires_reap()
+                {
+                    fs.reap_unlinked_inode(u.inode)?;
+                }
+                let v = model.remove(&path).expect("modelled");
+                model.insert(p2, v);
+            }
+        }
+        _ => fs.sync()?,
     }
     Ok(())
 }
@@ -134,33 +288,7 @@ fn main() {
             let name = format!("n{}", r.next() % 30);
             let path = if parent_is_d { format!("/d/{name}") } else { format!("/{name}") };
             let fname = FileName::new(name.as_bytes()).unwrap();
-            let res: Ext4Result<()> = (|| {
-                match r.next() % 6 {
-                    0 | 1 => {
-                        let ino = match fs.lookup_child(parent, fname)? { Some(i) => i.number, None => { let i = fs.create_regular_file(ctx(), parent, fname, FilePermissions::new(0o644)?)?; model.insert(path.clone(), vec![]); i.number } };
-                        let off = (r.next() % 200_000) as usize; let len = (r.next() % 70_000) as usize;
-                        let data: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
-                        fs.write_inode(ino, off as u64, &data)?;
-                        let m = model.get_mut(&path).unwrap();
-                        if m.len() < off + len { m.resize(off + len, 0); }
-                        m[off..off + len].copy_from_slice(&data);
-                    }
-                    2 => { if let Some(i) = fs.lookup_child(parent, fname)? { let sz = r.next() % 150_000; fs.truncate_inode(i.number, sz)?; model.get_mut(&path).unwrap().resize(sz as usize, 0); } }
-                    3 => { if fs.lookup_child(parent, fname)?.is_some() { let o = fs.unlink(parent, fname)?; if o.requires_reap() { fs.reap_unlinked_inode(o.inode)?; } model.remove(&path); } }
-                    4 => {
-                        let name2 = format!("n{}", r.next() % 30);
-                        let p2 = if parent_is_d { format!("/{name2}") } else { format!("/d/{name2}") };
-                        let np = if parent_is_d { root } else { dir.number };
-                        if fs.lookup_child(parent, fname)?.is_some() {
-                            let o = fs.rename(parent, fname, np, FileName::new(name2.as_bytes())?, RenameOptions::REPLACE)?;
-                            if let Some(u) = o.replaced { if u.requires_reap() { fs.reap_unlinked_inode(u.inode)?; } }
-                            let v = model.remove(&path).unwrap(); model.insert(p2, v);
-                        }
-                    }
-                    _ => { fs.sync()?; }
-                }
-                Ok(())
-            })();
+            let res = step(&mut fs, &mut r, parent, &path, fname, parent_is_d, root, dir.number, &mut model);
             if let Err(e) = res { errs += 1; if errs < 5 { println!("  op error: {e:?}"); } }
         }
         fs.unmount().unwrap();
@@ -207,6 +335,48 @@ fn main() {
         let kr = t.elapsed().as_secs_f64();
         println!("D speed, {mib} MiB sequential in 1 MiB calls: rsext4 write+sync {:.0} MB/s, read {:.0} MB/s; kernel ext4 write+fsync {:.0} MB/s, read {:.0} MB/s (both through the host page cache)",
             mib as f64 * 1.048576 / w, mib as f64 * 1.048576 / rd, mib as f64 * 1.048576 / kw, mib as f64 * 1.048576 / kr);
+    }
+
+    // E. rsext4 on rkt-io's sealed disk (io_uring backend): the same workloads,
+    // reopen, compare; export the plaintext ext4 image and e2fsck it; time it
+    // against the same workload on a plain host file.
+    {
+        let (mut sealed_s, mut plain_s, mut mism, mut fsck, mut errs_e) = (0.0, 0.0, 0, 0, 0);
+        let n = 5;
+        for seed in 1..=n {
+            let simg = work.join("e.img");
+            std::fs::File::create(&simg).unwrap().set_len(256 << 20).unwrap();
+            let (model, secs, errs) = workload(open_sealed(&simg, true), seed * 7_777, 400);
+            sealed_s += secs;
+            errs_e += errs;
+            // Reopen the sealed disk and compare with the model.
+            let dev = open_sealed(&simg, false);
+            let logical = dev.d.logical_blocks();
+            let mut fs = Ext4::mount(dev, MountServices::new(Clk, (), NoopObserver), MountOptions::read_write()).unwrap();
+            let mut got = BTreeMap::new();
+            let root = fs.root_inode();
+            walk(&mut fs, root, "", &mut got).unwrap();
+            if got != model { mism += 1; }
+            fs.unmount().unwrap();
+            drop(fs);
+            // Export: unseal every block into a plain image, then e2fsck -fn.
+            let mut dev = open_sealed(&simg, false);
+            let plain = work.join("e-export.img");
+            let out = File::create(&plain).unwrap();
+            let mut b = [0u8; 4096];
+            for lba in 0..logical {
+                dev.d.read(lba, &mut b).unwrap();
+                out.write_all_at(&b, lba * 4096).unwrap();
+            }
+            drop(out);
+            if e2fsck(&plain).0 != 0 { fsck += 1; }
+            // The same workload on a plain host file.
+            let pimg = work.join("e-plain.img");
+            std::fs::File::create(&pimg).unwrap().set_len(256 << 20).unwrap();
+            let (_, psecs, _) = workload(dev_of(&pimg), seed * 7_777, 400);
+            plain_s += psecs;
+        }
+        println!("E sealed disk: {n} workloads x 400 ops through rsext4 on the sealed disk: {mism} model mismatches after reopen, {fsck} e2fsck -fn failures on the exported plaintext image, {errs_e} op errors; time {sealed_s:.2} s sealed vs {plain_s:.2} s on a plain host file");
     }
 
     // C. Corrupted metadata: flip bits only in metadata blocks (non-zero blocks that
