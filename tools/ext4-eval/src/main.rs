@@ -110,15 +110,13 @@ fn open_sealed(p: &Path, create: bool) -> SealedDev {
     SealedDev { d }
 }
 
-/// The randomized workload of part B on any device formatted by rsext4 itself.
-fn workload<D: BlockIo>(dev: D, seed: u64, ops: usize) -> (BTreeMap<String, Vec<u8>>, f64, usize) {
-    let dev = format(dev, Clk, MkfsOptions::default()).unwrap();
-    let mut fs = Ext4::mount(
-        dev,
-        MountServices::new(Clk, (), NoopObserver),
-        MountOptions::read_write(),
-    )
-    .unwrap();
+/// Creates /d, then runs `ops` random operations under / and /d; returns the
+/// model of what the tree must hold and how many operations failed.
+fn run_ops<D: BlockIo>(
+    fs: &mut Fs<D>,
+    seed: u64,
+    ops: usize,
+) -> (BTreeMap<String, Vec<u8>>, usize) {
     let root = fs.root_inode();
     let dir = fs
         .create_directory(
@@ -132,7 +130,6 @@ fn workload<D: BlockIo>(dev: D, seed: u64, ops: usize) -> (BTreeMap<String, Vec<
     model.insert("/d/".to_string(), vec![]);
     let mut r = Rng(seed);
     let mut errs = 0;
-    let t = std::time::Instant::now();
     for _ in 0..ops {
         let parent_is_d = r.next() % 2 == 0;
         let parent = if parent_is_d { dir.number } else { root };
@@ -143,8 +140,8 @@ fn workload<D: BlockIo>(dev: D, seed: u64, ops: usize) -> (BTreeMap<String, Vec<
             format!("/{name}")
         };
         let fname = FileName::new(name.as_bytes()).unwrap();
-        if step(
-            &mut fs,
+        if let Err(e) = step(
+            fs,
             &mut r,
             parent,
             &path,
@@ -153,12 +150,27 @@ fn workload<D: BlockIo>(dev: D, seed: u64, ops: usize) -> (BTreeMap<String, Vec<
             root,
             dir.number,
             &mut model,
-        )
-        .is_err()
-        {
+        ) {
             errs += 1;
+            if errs < 5 {
+                println!("  op error: {e:?}");
+            }
         }
     }
+    (model, errs)
+}
+
+/// The randomized workload of part B on any device formatted by rsext4 itself.
+fn workload<D: BlockIo>(dev: D, seed: u64, ops: usize) -> (BTreeMap<String, Vec<u8>>, f64, usize) {
+    let dev = format(dev, Clk, MkfsOptions::default()).unwrap();
+    let mut fs = Ext4::mount(
+        dev,
+        MountServices::new(Clk, (), NoopObserver),
+        MountOptions::read_write(),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let (model, errs) = run_ops(&mut fs, seed, ops);
     fs.unmount().unwrap();
     (model, t.elapsed().as_secs_f64(), errs)
 }
@@ -430,46 +442,8 @@ fn main() {
             .status()
             .unwrap();
         let mut fs = mount(&img).unwrap();
-        let root = fs.root_inode();
-        let dir = fs
-            .create_directory(
-                ctx(),
-                root,
-                FileName::new(b"d").unwrap(),
-                FilePermissions::new(0o755).unwrap(),
-            )
-            .unwrap();
-        let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        model.insert("/d/".into(), vec![]);
-        let mut r = Rng(seed * 1_000_003);
-        for _ in 0..400 {
-            let parent_is_d = r.next() % 2 == 0;
-            let parent = if parent_is_d { dir.number } else { root };
-            let name = format!("n{}", r.next() % 30);
-            let path = if parent_is_d {
-                format!("/d/{name}")
-            } else {
-                format!("/{name}")
-            };
-            let fname = FileName::new(name.as_bytes()).unwrap();
-            let res = step(
-                &mut fs,
-                &mut r,
-                parent,
-                &path,
-                fname,
-                parent_is_d,
-                root,
-                dir.number,
-                &mut model,
-            );
-            if let Err(e) = res {
-                errs += 1;
-                if errs < 5 {
-                    println!("  op error: {e:?}");
-                }
-            }
-        }
+        let (model, e) = run_ops(&mut fs, seed * 1_000_003, 400);
+        errs += e;
         fs.unmount().unwrap();
         drop(fs);
         let (code, msg) = e2fsck(&img);
