@@ -116,10 +116,20 @@ impl IoError {
     }
 }
 
-/// errno EIO.
-pub const EIO: i32 = 5;
-/// errno ENOSPC.
-pub const ENOSPC: i32 = 28;
+/// The errno values the storage layers report (Linux numbering).
+pub mod errno {
+    /// Permission denied (wrong key).
+    pub const EACCES: i32 = 13;
+    /// I/O error.
+    pub const EIO: i32 = 5;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// No space left on device.
+    pub const ENOSPC: i32 = 28;
+    /// Read-only file system.
+    pub const EROFS: i32 = 30;
+}
+pub use errno::{EIO, ENOSPC};
 
 /// Errors of the queue interface itself.
 #[derive(Debug, thiserror::Error)]

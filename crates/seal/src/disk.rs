@@ -144,6 +144,8 @@ pub struct SealedDisk<Q: BlockQueue> {
     header: Header,
     logical: u64,
     physical: u64,
+    /// Free blocks a write must leave, so a commit can always write every map node.
+    map_reserve: u64,
     /// tiers[0]: data entries; tiers[t]: entries of tier-t map nodes; tiers[depth]: [root].
     tiers: Vec<Vec<Entry>>,
     /// Dirty map nodes per tier (index into tiers[t]); dirty[0] unused.
@@ -213,6 +215,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             header,
             logical,
             physical,
+            map_reserve: lens[1..].iter().sum::<u64>() + 1,
             tiers: lens
                 .iter()
                 .map(|n| vec![Entry::HOLE; *n as usize])
@@ -834,9 +837,9 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             });
         }
         // Keep room for every map node a commit may have to write.
-        if self.alloc.free_blocks() <= format::map_nodes(self.logical) + 1 {
+        if self.alloc.free_blocks() <= self.map_reserve {
             self.drain()?;
-            if self.alloc.free_blocks() <= format::map_nodes(self.logical) + 1 {
+            if self.alloc.free_blocks() <= self.map_reserve {
                 return Err(SealError::NoSpace(
                     "sealed disk out of copy-on-write space: commit (sync) to reclaim superseded blocks, or create the image with a larger --overprovision".into(),
                 ));

@@ -20,19 +20,7 @@ pub use rktio_blk::{BLOCK_SIZE, Block};
 
 use rktio_blk::{BlkError, IoError};
 
-/// errno values used at the POSIX edge.
-pub mod errno {
-    /// I/O error.
-    pub const EIO: i32 = 5;
-    /// Invalid argument.
-    pub const EINVAL: i32 = 22;
-    /// No space left.
-    pub const ENOSPC: i32 = 28;
-    /// Read-only.
-    pub const EROFS: i32 = 30;
-    /// Permission denied (wrong key).
-    pub const EACCES: i32 = 13;
-}
+pub use rktio_blk::errno;
 
 /// Everything that can go wrong with a sealed disk.
 #[derive(Debug, thiserror::Error)]
