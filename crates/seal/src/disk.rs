@@ -436,6 +436,12 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         Ok(())
     }
 
+    /// How many more blocks can be written before a commit is needed to reclaim
+    /// copy-on-write space (a write past this fails with ENOSPC).
+    pub fn write_budget(&self) -> u64 {
+        self.alloc.free_blocks().saturating_sub(self.map_reserve)
+    }
+
     /// Data blocks offered.
     pub fn logical_blocks(&self) -> u64 {
         self.logical

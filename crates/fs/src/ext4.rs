@@ -1,0 +1,1130 @@
+//! [`Ext4Fs`]: the VFS over the rsext4 engine, the page cache and the sealed disk.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rktio_blk::BlockQueue;
+use rktio_seal::SealedDisk;
+use rsext4::{
+    Clock, DirectoryCursor, DirectoryEntryType, EntropySource, Ext4, Ext4Error, Ext4ErrorKind,
+    Ext4Result, Ext4Timestamp, FileName, FilePermissions, InodeInfo, InodeMetadataUpdate,
+    InodeNumber, MountServices, MountedServices, MutationContext, NoopObserver,
+    PreallocationOptions, RangeOperation, RenameOptions, UnlinkOutcome, ZeroRangeOptions,
+};
+
+use crate::cache::{CacheDev, PageCache, lock};
+use crate::{
+    CacheStats, DirEntry, Fallocate, FileSystem, FileType, FsError, FsResult, LockKind, LockTable,
+    OpenFile, OpenOptions, RecordLock, SetTime, Stat, StatFs, Timespec, Whence, errno,
+};
+
+/// Symbolic links followed in one path walk before ELOOP (Linux: 40).
+const MAX_SYMLINKS: usize = 40;
+/// Longest name in a directory.
+const NAME_MAX: usize = 255;
+/// Longest path.
+const PATH_MAX: usize = 4096;
+/// ext4's largest file with 4 KiB blocks (2^32 blocks, minus one).
+const MAX_FILE_SIZE: u64 = (1 << 44) - 4096;
+
+/// How to mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Page cache bound, in 4 KiB pages (default 16384 = 64 MiB).
+    pub cache_pages: usize,
+    /// Refuse every change.
+    pub read_only: bool,
+    /// Owner of created files.
+    pub uid: u32,
+    /// Group of created files.
+    pub gid: u32,
+    /// Umask applied to created files.
+    pub umask: u16,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            cache_pages: 16384,
+            read_only: false,
+            uid: 0,
+            gid: 0,
+            umask: 0o022,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SysClock;
+
+impl Clock for SysClock {
+    fn now(&self) -> Ext4Result<Ext4Timestamp> {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| Ext4Error::io())?;
+        Ok(Ext4Timestamp {
+            sec: i64::try_from(d.as_secs()).map_err(|_| Ext4Error::io())?,
+            nsec: d.subsec_nanos(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Entropy;
+
+impl EntropySource for Entropy {
+    fn fill_bytes(&mut self, output: &mut [u8]) -> Ext4Result<()> {
+        aws_lc_rs::rand::fill(output).map_err(|_| Ext4Error::io())
+    }
+}
+
+type Engine4<Q> = Ext4<CacheDev<Q>, MountedServices<Entropy, NoopObserver>>;
+
+struct Engine<Q: BlockQueue> {
+    fs: Engine4<Q>,
+    cache: Arc<Mutex<PageCache<Q>>>,
+    /// Open file descriptions per inode.
+    open: HashMap<u64, usize>,
+    /// Inodes whose last name is gone while still open: reaped at the last close.
+    orphans: HashSet<u64>,
+    read_only: bool,
+    ctx: MutationContext,
+}
+
+/// ext4 on a sealed disk, safe to share between threads (one lock serializes the
+/// engine; see docs/ARCHITECTURE.md).
+pub struct Ext4Fs<Q: BlockQueue> {
+    engine: Mutex<Engine<Q>>,
+    cache: Arc<Mutex<PageCache<Q>>>,
+    locks: LockTable,
+}
+
+impl<Q: BlockQueue> std::fmt::Debug for Ext4Fs<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ext4Fs")
+            .field("cache", &*lock(&self.cache))
+            .finish()
+    }
+}
+
+fn kind_errno(kind: Ext4ErrorKind) -> i32 {
+    use Ext4ErrorKind as K;
+    match kind {
+        K::Io => errno::EIO,
+        K::Corrupted | K::BadSuperblock | K::InvalidMagic => errno::EUCLEAN,
+        K::ChecksumMismatch => errno::EBADMSG,
+        K::UnsupportedFeature | K::UnsupportedCapability | K::Unsupported => errno::EOPNOTSUPP,
+        K::ReadOnly | K::JournalAborted => errno::EROFS,
+        K::NoSpace => errno::ENOSPC,
+        K::NoMemory => errno::ENOMEM,
+        K::QuotaExceeded => errno::EDQUOT,
+        K::TooManyLinks => errno::EMLINK,
+        K::PermissionDenied => errno::EPERM,
+        K::NotFound => errno::ENOENT,
+        K::AlreadyExists => errno::EEXIST,
+        K::NotDirectory => errno::ENOTDIR,
+        K::IsDirectory => errno::EISDIR,
+        K::NotEmpty => errno::ENOTEMPTY,
+        K::Busy => errno::EBUSY,
+        K::BadFileDescriptor => errno::EBADF,
+        K::InvalidInput => errno::EINVAL,
+        K::Overflow => errno::EOVERFLOW,
+        K::FileTooLarge => errno::EFBIG,
+        K::Timeout => errno::ETIMEDOUT,
+    }
+}
+
+fn file_type(t: DirectoryEntryType) -> FileType {
+    match t {
+        DirectoryEntryType::RegularFile => FileType::Regular,
+        DirectoryEntryType::Directory => FileType::Directory,
+        DirectoryEntryType::Symlink => FileType::Symlink,
+        DirectoryEntryType::CharacterDevice => FileType::CharDevice,
+        DirectoryEntryType::BlockDevice => FileType::BlockDevice,
+        DirectoryEntryType::Fifo => FileType::Fifo,
+        DirectoryEntryType::Socket => FileType::Socket,
+        DirectoryEntryType::Unknown => FileType::Unknown,
+    }
+}
+
+fn to_stat(i: &InodeInfo) -> Stat {
+    let t = |s: u32| Timespec {
+        sec: i64::from(s),
+        nsec: 0,
+    };
+    Stat {
+        ino: i.number.as_u64(),
+        mode: u32::from(i.mode),
+        nlink: u32::from(i.links),
+        uid: i.uid,
+        gid: i.gid,
+        size: i.size,
+        blocks: i.blocks,
+        blksize: 4096,
+        atime: t(i.atime),
+        mtime: t(i.mtime),
+        ctime: t(i.ctime),
+    }
+}
+
+fn is_dir(i: &InodeInfo) -> bool {
+    u32::from(i.mode) & 0o170000 == 0o040000
+}
+
+fn is_symlink(i: &InodeInfo) -> bool {
+    u32::from(i.mode) & 0o170000 == 0o120000
+}
+
+fn ino_of(n: u64) -> FsResult<InodeNumber> {
+    InodeNumber::from_u64(n).map_err(|_| FsError::new(errno::EBADF, "bad inode number"))
+}
+
+fn perms(mode: u32) -> FsResult<FilePermissions> {
+    FilePermissions::new((mode & 0o7777) as u16)
+        .map_err(|_| FsError::new(errno::EINVAL, "bad permission bits"))
+}
+
+/// Splits a path into its last component and the rest.
+/// Returns (directory part, name, trailing slash).
+fn split_last(path: &[u8]) -> (&[u8], &[u8], bool) {
+    let mut end = path.len();
+    while end > 0 && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    let trailing = end < path.len();
+    let trimmed = &path[..end];
+    match trimmed.iter().rposition(|&c| c == b'/') {
+        Some(p) => (&trimmed[..p + 1], &trimmed[p + 1..], trailing),
+        None => (b"", trimmed, trailing),
+    }
+}
+
+impl<Q: BlockQueue> Engine<Q> {
+    fn err(&self, e: Ext4Error) -> FsError {
+        if e.kind() == Ext4ErrorKind::Io
+            && let Some((no, msg)) = lock(&self.cache).take_error()
+        {
+            return FsError::new(no, msg);
+        }
+        FsError::new(kind_errno(e.kind()), e.to_string())
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        if self.read_only {
+            return Err(FsError::new(errno::EROFS, "the file system is read-only"));
+        }
+        Ok(())
+    }
+
+    fn inode(&mut self, n: InodeNumber) -> FsResult<InodeInfo> {
+        self.fs.inode(n).map_err(|e| self.err(e))
+    }
+
+    fn lookup(&mut self, dir: InodeNumber, name: &[u8]) -> FsResult<Option<InodeInfo>> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::new(errno::ENAMETOOLONG, "name too long"));
+        }
+        let fname = FileName::new(name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        self.fs.lookup_child(dir, fname).map_err(|e| self.err(e))
+    }
+
+    fn read_link(&mut self, info: &InodeInfo) -> FsResult<Vec<u8>> {
+        let len = usize::try_from(info.size)
+            .ok()
+            .filter(|&l| l <= PATH_MAX)
+            .ok_or_else(|| FsError::new(errno::EUCLEAN, "symbolic link target too long"))?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self
+                .fs
+                .read_inode(info.number, done as u64, &mut buf[done..])
+                .map_err(|e| self.err(e))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Resolves a path to an inode. `follow_last`: follow a symlink in the last
+    /// component.
+    fn walk(&mut self, path: &[u8], follow_last: bool) -> FsResult<InodeInfo> {
+        if path.len() > PATH_MAX {
+            return Err(FsError::new(errno::ENAMETOOLONG, "path too long"));
+        }
+        if path.is_empty() {
+            return Err(FsError::new(errno::ENOENT, "empty path"));
+        }
+        let root = self.fs.root_inode();
+        let mut cur = self.inode(root)?;
+        let mut parts: VecDeque<Vec<u8>> = path
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .map(<[u8]>::to_vec)
+            .collect();
+        let must_be_dir = path.ends_with(b"/");
+        let mut links = 0;
+        while let Some(name) = parts.pop_front() {
+            if !is_dir(&cur) {
+                return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+            }
+            let child = self
+                .lookup(cur.number, &name)?
+                .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+            let last = parts.is_empty();
+            if is_symlink(&child) && (!last || follow_last || must_be_dir) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(FsError::new(errno::ELOOP, "too many symbolic links"));
+                }
+                let target = self.read_link(&child)?;
+                if target.is_empty() {
+                    return Err(FsError::new(errno::ENOENT, "empty symbolic link"));
+                }
+                if target.starts_with(b"/") {
+                    cur = self.inode(root)?;
+                }
+                for p in target
+                    .split(|&c| c == b'/')
+                    .filter(|c| !c.is_empty() && *c != b".")
+                    .rev()
+                {
+                    parts.push_front(p.to_vec());
+                }
+                continue;
+            }
+            cur = child;
+        }
+        if must_be_dir && !is_dir(&cur) {
+            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+        }
+        Ok(cur)
+    }
+
+    /// Resolves the directory that holds the last component of `path`.
+    /// Returns (directory, last name, trailing slash); the name is empty for "/".
+    fn parent_of(&mut self, path: &[u8]) -> FsResult<(InodeInfo, Vec<u8>, bool)> {
+        if path.is_empty() {
+            return Err(FsError::new(errno::ENOENT, "empty path"));
+        }
+        if path.len() > PATH_MAX {
+            return Err(FsError::new(errno::ENAMETOOLONG, "path too long"));
+        }
+        let (dir, name, trailing) = split_last(path);
+        let dir = if dir.is_empty() { b"/" as &[u8] } else { dir };
+        let parent = self.walk(dir, true)?;
+        if !is_dir(&parent) {
+            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+        }
+        if name.len() > NAME_MAX {
+            return Err(FsError::new(errno::ENAMETOOLONG, "name too long"));
+        }
+        Ok((parent, name.to_vec(), trailing))
+    }
+
+    fn reap_or_keep(&mut self, outcome: UnlinkOutcome) -> FsResult<()> {
+        if !outcome.requires_reap() {
+            return Ok(());
+        }
+        let ino = outcome.inode.as_u64();
+        if self.open.get(&ino).copied().unwrap_or(0) > 0 {
+            self.orphans.insert(ino);
+            return Ok(());
+        }
+        self.fs
+            .reap_unlinked_inode(outcome.inode)
+            .map_err(|e| self.err(e))
+    }
+
+    fn checkpoint(&mut self) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.fs.sync().map_err(|e| self.err(e))?;
+        lock(&self.cache)
+            .commit()
+            .map(|_| ())
+            .map_err(|e| FsError::new(e.errno(), e.to_string()))
+    }
+
+    fn maybe_checkpoint(&mut self) -> FsResult<()> {
+        let wants = lock(&self.cache).wants_checkpoint();
+        if wants {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, ino: InodeNumber, buf: &[u8], offset: u64) -> FsResult<usize> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| FsError::new(errno::EINVAL, "offset overflow"))?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::new(errno::EFBIG, "file too large for ext4"));
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let step = (lock(&self.cache).write_step_blocks() * 4096) as usize;
+            let n = step.min(buf.len() - done);
+            if let Err(e) = self
+                .fs
+                .write_inode(ino, offset + done as u64, &buf[done..done + n])
+            {
+                let e = self.err(e);
+                return if done > 0 { Ok(done) } else { Err(e) };
+            }
+            done += n;
+            if done < buf.len() {
+                self.maybe_checkpoint()?;
+            }
+        }
+        Ok(done)
+    }
+
+    fn read_at(&mut self, ino: InodeNumber, buf: &mut [u8], offset: u64) -> FsResult<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self
+                .fs
+                .read_inode(ino, offset + done as u64, &mut buf[done..])
+                .map_err(|e| self.err(e))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn update(&mut self, n: InodeNumber, u: InodeMetadataUpdate) -> FsResult<()> {
+        self.writable()?;
+        self.fs
+            .update_inode_metadata(n, u)
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl<Q: BlockQueue> Ext4Fs<Q> {
+    /// Mounts the ext4 file system on `disk`.
+    pub fn mount(disk: SealedDisk<Q>, opts: MountOptions) -> FsResult<Self> {
+        let cache = Arc::new(Mutex::new(PageCache::new(disk, opts.cache_pages)));
+        let dev = CacheDev::new(cache.clone(), opts.read_only);
+        let services = MountServices::new(SysClock, Entropy, NoopObserver);
+        let mount_opts = if opts.read_only {
+            rsext4::MountOptions {
+                readonly: true,
+                replay_journal: false,
+                block_validity: true,
+            }
+        } else {
+            rsext4::MountOptions::read_write()
+        };
+        let fs = Ext4::mount(dev, services, mount_opts).map_err(|e| {
+            let e2 = lock(&cache).take_error();
+            match e2 {
+                Some((no, msg)) => FsError::new(no, msg),
+                None => FsError::new(
+                    kind_errno(e.kind()),
+                    format!("not a usable ext4 file system: {e}"),
+                ),
+            }
+        })?;
+        let engine = Engine {
+            fs,
+            cache: cache.clone(),
+            open: HashMap::new(),
+            orphans: HashSet::new(),
+            read_only: opts.read_only,
+            ctx: MutationContext::new(opts.uid, opts.gid, 0, opts.umask),
+        };
+        Ok(Self {
+            engine: Mutex::new(engine),
+            cache,
+            locks: LockTable::default(),
+        })
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine<Q>> {
+        lock(&self.engine)
+    }
+
+    /// Page-cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        lock(&self.cache).stats()
+    }
+
+    /// Drops clean cached pages (for cold-read measurements).
+    pub fn drop_caches(&self) {
+        lock(&self.cache).drop_clean();
+    }
+
+    /// The sealed disk's epoch and root after the last checkpoint.
+    pub fn sealed_info(&self) -> rktio_seal::DiskInfo {
+        lock(&self.cache).disk().info()
+    }
+
+    /// Reaps unlinked-but-open files, unmounts cleanly, commits and gives the
+    /// sealed disk back.
+    pub fn unmount(self) -> FsResult<SealedDisk<Q>> {
+        let mut e = lock(&self.engine);
+        if !e.read_only {
+            let orphans: Vec<u64> = e.orphans.drain().collect();
+            for o in orphans {
+                let n = ino_of(o)?;
+                e.fs.reap_unlinked_inode(n).map_err(|x| e.err(x))?;
+            }
+            e.fs.unmount().map_err(|x| e.err(x))?;
+            lock(&self.cache)
+                .commit()
+                .map_err(|x| FsError::new(x.errno(), x.to_string()))?;
+        }
+        drop(e);
+        drop(self.engine);
+        let cache = Arc::try_unwrap(self.cache)
+            .map_err(|_| FsError::new(errno::EBUSY, "page cache still shared"))?;
+        Ok(cache
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .into_disk())
+    }
+
+    /// Visits every file and directory below `/`, reading every byte of every
+    /// file and every symlink: a file-system level check that every block the
+    /// tree uses decrypts and authenticates. Calls `progress(files, bytes)`.
+    pub fn walk_tree(&self, progress: &mut dyn FnMut(u64, u64)) -> FsResult<(u64, u64)> {
+        let mut e = self.engine();
+        let root = e.fs.root_inode();
+        let mut stack = vec![root];
+        let mut seen = HashSet::new();
+        let (mut files, mut bytes) = (0u64, 0u64);
+        let mut buf = vec![0u8; 1 << 20];
+        while let Some(dir) = stack.pop() {
+            if !seen.insert(dir.as_u64()) {
+                continue;
+            }
+            let mut cursor = DirectoryCursor::Start;
+            loop {
+                let batch = e
+                    .fs
+                    .read_directory(dir, cursor, 1024)
+                    .map_err(|x| e.err(x))?;
+                let Some(last) = batch.last() else { break };
+                cursor = last.next_cursor;
+                for d in &batch {
+                    if d.name == b"." || d.name == b".." {
+                        continue;
+                    }
+                    let info = e.inode(d.inode)?;
+                    files += 1;
+                    if is_dir(&info) {
+                        stack.push(d.inode);
+                    } else if is_symlink(&info) {
+                        e.read_link(&info)?;
+                    } else if u32::from(info.mode) & 0o170000 == 0o100000 {
+                        let mut off = 0;
+                        while off < info.size {
+                            let n = e.read_at(d.inode, &mut buf, off)?;
+                            if n == 0 {
+                                break;
+                            }
+                            off += n as u64;
+                            bytes += n as u64;
+                        }
+                    }
+                    progress(files, bytes);
+                }
+                if matches!(cursor, DirectoryCursor::End) {
+                    break;
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+
+    fn file_ino(file: &OpenFile) -> FsResult<InodeNumber> {
+        if file.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(FsError::new(errno::EBADF, "file is closed"));
+        }
+        ino_of(file.ino)
+    }
+}
+
+impl<Q: BlockQueue + Send> FileSystem for Ext4Fs<Q>
+where
+    SealedDisk<Q>: Send,
+{
+    fn open(&self, path: &[u8], opts: &OpenOptions) -> FsResult<Arc<OpenFile>> {
+        let mut e = self.engine();
+        let (parent, name, trailing) = e.parent_of(path)?;
+        let existing = if name.is_empty() {
+            Some(parent.clone())
+        } else {
+            e.lookup(parent.number, &name)?
+        };
+        let info = match existing {
+            Some(info) => {
+                if opts.create && opts.exclusive {
+                    return Err(FsError::new(errno::EEXIST, "file exists"));
+                }
+                let info = if is_symlink(&info) {
+                    if opts.nofollow {
+                        return Err(FsError::new(errno::ELOOP, "is a symbolic link (O_NOFOLLOW)"));
+                    }
+                    e.walk(path, true)?
+                } else {
+                    info
+                };
+                if trailing && !is_dir(&info) {
+                    return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+                }
+                if is_dir(&info) {
+                    if opts.write || opts.truncate {
+                        return Err(FsError::new(errno::EISDIR, "is a directory"));
+                    }
+                } else if opts.directory {
+                    return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+                }
+                if opts.truncate && opts.write && info.size > 0 {
+                    e.writable()?;
+                    e.fs.truncate_inode(info.number, 0).map_err(|x| e.err(x))?;
+                }
+                info
+            }
+            None => {
+                if !opts.create {
+                    return Err(FsError::new(errno::ENOENT, "no such file or directory"));
+                }
+                if trailing {
+                    return Err(FsError::new(errno::EISDIR, "is a directory"));
+                }
+                e.writable()?;
+                let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+                let ctx = e.ctx;
+                let created = e
+                    .fs
+                    .create_regular_file(ctx, parent.number, fname, perms(opts.mode)?)
+                    .map_err(|x| e.err(x))?;
+                e.maybe_checkpoint()?;
+                created
+            }
+        };
+        let ino = info.number.as_u64();
+        *e.open.entry(ino).or_insert(0) += 1;
+        Ok(Arc::new(OpenFile {
+            ino,
+            read: opts.read,
+            write: opts.write,
+            append: opts.append,
+            direct: opts.direct,
+            is_dir: is_dir(&info),
+            pos: Mutex::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn close(&self, file: &OpenFile) -> FsResult<()> {
+        if file.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(FsError::new(errno::EBADF, "file already closed"));
+        }
+        let mut e = self.engine();
+        let left = match e.open.get_mut(&file.ino) {
+            Some(c) => {
+                *c -= 1;
+                *c
+            }
+            None => 0,
+        };
+        if left == 0 {
+            e.open.remove(&file.ino);
+            if e.orphans.remove(&file.ino) && !e.read_only {
+                let n = ino_of(file.ino)?;
+                e.fs.reap_unlinked_inode(n).map_err(|x| e.err(x))?;
+                e.maybe_checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pread(&self, file: &OpenFile, buf: &mut [u8], offset: u64) -> FsResult<usize> {
+        let n = Self::file_ino(file)?;
+        if file.is_dir {
+            return Err(FsError::new(errno::EISDIR, "is a directory"));
+        }
+        if !file.read {
+            return Err(FsError::new(errno::EBADF, "not open for reading"));
+        }
+        let mut e = self.engine();
+        e.read_at(n, buf, offset)
+    }
+
+    fn pwrite(&self, file: &OpenFile, buf: &[u8], offset: u64) -> FsResult<usize> {
+        let n = Self::file_ino(file)?;
+        if !file.write {
+            return Err(FsError::new(errno::EBADF, "not open for writing"));
+        }
+        let mut e = self.engine();
+        e.writable()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let offset = if file.append {
+            e.inode(n)?.size
+        } else {
+            offset
+        };
+        let done = e.write_at(n, buf, offset)?;
+        if file.direct {
+            lock(&self.cache)
+                .write_back()
+                .map_err(|x| FsError::new(x.errno(), x.to_string()))?;
+        }
+        e.maybe_checkpoint()?;
+        Ok(done)
+    }
+
+    fn read(&self, file: &OpenFile, buf: &mut [u8]) -> FsResult<usize> {
+        let mut pos = file.pos();
+        let n = self.pread(file, buf, *pos)?;
+        *pos += n as u64;
+        Ok(n)
+    }
+
+    fn write(&self, file: &OpenFile, buf: &[u8]) -> FsResult<usize> {
+        let mut pos = file.pos();
+        let n = Self::file_ino(file)?;
+        let at = if file.append {
+            self.engine().inode(n)?.size
+        } else {
+            *pos
+        };
+        let done = self.pwrite(file, buf, at)?;
+        *pos = if file.append {
+            self.engine().inode(n)?.size
+        } else {
+            at + done as u64
+        };
+        Ok(done)
+    }
+
+    fn seek(&self, file: &OpenFile, offset: i64, whence: Whence) -> FsResult<u64> {
+        let n = Self::file_ino(file)?;
+        let mut pos = file.pos();
+        let base = match whence {
+            Whence::Set => 0,
+            Whence::Current => *pos,
+            Whence::End => self.engine().inode(n)?.size,
+        };
+        let new = i128::from(base) + i128::from(offset);
+        if new < 0 || new > i128::from(i64::MAX) {
+            return Err(FsError::new(errno::EINVAL, "seek out of range"));
+        }
+        *pos = new as u64;
+        Ok(*pos)
+    }
+
+    fn ftruncate(&self, file: &OpenFile, len: u64) -> FsResult<()> {
+        let n = Self::file_ino(file)?;
+        if file.is_dir || !file.write {
+            return Err(FsError::new(errno::EINVAL, "not open for writing"));
+        }
+        if len > MAX_FILE_SIZE {
+            return Err(FsError::new(errno::EFBIG, "file too large for ext4"));
+        }
+        let mut e = self.engine();
+        e.writable()?;
+        e.fs.truncate_inode(n, len).map_err(|x| e.err(x))?;
+        e.maybe_checkpoint()
+    }
+
+    fn fallocate(&self, file: &OpenFile, mode: Fallocate, offset: u64, len: u64) -> FsResult<()> {
+        let n = Self::file_ino(file)?;
+        if !file.write {
+            return Err(FsError::new(errno::EBADF, "not open for writing"));
+        }
+        if len == 0 {
+            return Err(FsError::new(errno::EINVAL, "zero length"));
+        }
+        if file.is_dir {
+            return Err(FsError::new(errno::EISDIR, "is a directory"));
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= MAX_FILE_SIZE)
+            .ok_or_else(|| FsError::new(errno::EFBIG, "file too large for ext4"))?;
+        let _ = end;
+        let op = match mode {
+            Fallocate::Allocate => RangeOperation::Allocate(PreallocationOptions::EXTEND_SIZE),
+            Fallocate::AllocateKeepSize => {
+                RangeOperation::Allocate(PreallocationOptions::KEEP_SIZE)
+            }
+            Fallocate::PunchHole => RangeOperation::PunchHole,
+            Fallocate::ZeroRange { keep_size } => RangeOperation::Zero(if keep_size {
+                ZeroRangeOptions::KEEP_SIZE
+            } else {
+                ZeroRangeOptions::EXTEND_SIZE
+            }),
+        };
+        let mut e = self.engine();
+        e.writable()?;
+        e.fs.operate_inode_range(n, offset, len, op)
+            .map_err(|x| e.err(x))?;
+        e.maybe_checkpoint()
+    }
+
+    fn fsync(&self, file: &OpenFile) -> FsResult<()> {
+        Self::file_ino(file)?;
+        self.engine().checkpoint()
+    }
+
+    fn fdatasync(&self, file: &OpenFile) -> FsResult<()> {
+        self.fsync(file)
+    }
+
+    fn sync(&self) -> FsResult<()> {
+        self.engine().checkpoint()
+    }
+
+    fn fstat(&self, file: &OpenFile) -> FsResult<Stat> {
+        let n = Self::file_ino(file)?;
+        let mut e = self.engine();
+        e.inode(n).map(|i| to_stat(&i))
+    }
+
+    fn stat(&self, path: &[u8]) -> FsResult<Stat> {
+        self.engine().walk(path, true).map(|i| to_stat(&i))
+    }
+
+    fn lstat(&self, path: &[u8]) -> FsResult<Stat> {
+        self.engine().walk(path, false).map(|i| to_stat(&i))
+    }
+
+    fn unlink(&self, path: &[u8]) -> FsResult<()> {
+        let mut e = self.engine();
+        let (parent, name, trailing) = e.parent_of(path)?;
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(FsError::new(errno::EISDIR, "is a directory"));
+        }
+        let info = e
+            .lookup(parent.number, &name)?
+            .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+        if is_dir(&info) {
+            return Err(FsError::new(errno::EISDIR, "is a directory"));
+        }
+        if trailing {
+            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+        }
+        e.writable()?;
+        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        let out = e.fs.unlink(parent.number, fname).map_err(|x| e.err(x))?;
+        e.reap_or_keep(out)?;
+        e.maybe_checkpoint()
+    }
+
+    fn mkdir(&self, path: &[u8], mode: u32) -> FsResult<()> {
+        let mut e = self.engine();
+        let (parent, name, _) = e.parent_of(path)?;
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if e.lookup(parent.number, &name)?.is_some() {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        e.writable()?;
+        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        let ctx = e.ctx;
+        e.fs.create_directory(ctx, parent.number, fname, perms(mode)?)
+            .map_err(|x| e.err(x))?;
+        e.maybe_checkpoint()
+    }
+
+    fn rmdir(&self, path: &[u8]) -> FsResult<()> {
+        let mut e = self.engine();
+        let (parent, name, _) = e.parent_of(path)?;
+        if name.is_empty() {
+            return Err(FsError::new(errno::EBUSY, "cannot remove the root"));
+        }
+        if name == b"." {
+            return Err(FsError::new(errno::EINVAL, "cannot remove '.'"));
+        }
+        if name == b".." {
+            return Err(FsError::new(errno::ENOTEMPTY, "cannot remove '..'"));
+        }
+        let info = e
+            .lookup(parent.number, &name)?
+            .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+        if !is_dir(&info) {
+            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+        }
+        e.writable()?;
+        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        let out = e
+            .fs
+            .remove_empty_directory(parent.number, fname)
+            .map_err(|x| e.err(x))?;
+        e.reap_or_keep(out)?;
+        e.maybe_checkpoint()
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
+        let mut e = self.engine();
+        let (fparent, fname, ftrail) = e.parent_of(from)?;
+        let (tparent, tname, ttrail) = e.parent_of(to)?;
+        for n in [&fname, &tname] {
+            if n.is_empty() || n == b"." || n == b".." {
+                return Err(FsError::new(errno::EBUSY, "cannot rename '.', '..' or '/'"));
+            }
+        }
+        let src = e
+            .lookup(fparent.number, &fname)?
+            .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+        if (ftrail || ttrail) && !is_dir(&src) {
+            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+        }
+        if let Some(dst) = e.lookup(tparent.number, &tname)? {
+            if dst.number == src.number {
+                return Ok(());
+            }
+            match (is_dir(&src), is_dir(&dst)) {
+                (true, false) => return Err(FsError::new(errno::ENOTDIR, "not a directory")),
+                (false, true) => return Err(FsError::new(errno::EISDIR, "is a directory")),
+                _ => {}
+            }
+        }
+        if is_dir(&src) {
+            // A directory cannot move below itself.
+            let mut cur = tparent.clone();
+            let root = e.fs.root_inode();
+            loop {
+                if cur.number == src.number {
+                    return Err(FsError::new(
+                        errno::EINVAL,
+                        "cannot move a directory into itself",
+                    ));
+                }
+                if cur.number == root {
+                    break;
+                }
+                cur = e
+                    .lookup(cur.number, b"..")?
+                    .ok_or_else(|| FsError::new(errno::EUCLEAN, "directory without '..'"))?;
+            }
+        }
+        e.writable()?;
+        let f = FileName::new(&fname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        let t = FileName::new(&tname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        let out = e
+            .fs
+            .rename(fparent.number, f, tparent.number, t, RenameOptions::REPLACE)
+            .map_err(|x| e.err(x))?;
+        if let Some(r) = out.replaced {
+            e.reap_or_keep(r)?;
+        }
+        e.maybe_checkpoint()
+    }
+
+    fn link(&self, existing: &[u8], new: &[u8]) -> FsResult<()> {
+        let mut e = self.engine();
+        let src = e.walk(existing, false)?;
+        if is_dir(&src) {
+            return Err(FsError::new(errno::EPERM, "hard links to directories are not allowed"));
+        }
+        let (parent, name, trailing) = e.parent_of(new)?;
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if e.lookup(parent.number, &name)?.is_some() {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if trailing {
+            return Err(FsError::new(errno::ENOENT, "no such directory"));
+        }
+        e.writable()?;
+        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        e.fs.hard_link(src.number, parent.number, fname)
+            .map_err(|x| e.err(x))?;
+        e.maybe_checkpoint()
+    }
+
+    fn symlink(&self, target: &[u8], path: &[u8]) -> FsResult<()> {
+        if target.is_empty() {
+            return Err(FsError::new(errno::ENOENT, "empty symbolic link target"));
+        }
+        if target.len() >= PATH_MAX {
+            return Err(FsError::new(errno::ENAMETOOLONG, "target too long"));
+        }
+        let mut e = self.engine();
+        let (parent, name, _) = e.parent_of(path)?;
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if e.lookup(parent.number, &name)?.is_some() {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        e.writable()?;
+        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+        let ctx = e.ctx;
+        e.fs.create_symlink(ctx, parent.number, fname, target)
+            .map_err(|x| e.err(x))?;
+        e.maybe_checkpoint()
+    }
+
+    fn readlink(&self, path: &[u8]) -> FsResult<Vec<u8>> {
+        let mut e = self.engine();
+        let info = e.walk(path, false)?;
+        if !is_symlink(&info) {
+            return Err(FsError::new(errno::EINVAL, "not a symbolic link"));
+        }
+        e.read_link(&info)
+    }
+
+    fn readdir(&self, file: &OpenFile) -> FsResult<Vec<DirEntry>> {
+        let n = Self::file_ino(file)?;
+        if !file.is_dir {
+            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+        }
+        let mut e = self.engine();
+        let mut out = Vec::new();
+        let mut cursor = DirectoryCursor::Start;
+        loop {
+            let batch = e
+                .fs
+                .read_directory(n, cursor, 4096)
+                .map_err(|x| e.err(x))?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.next_cursor;
+            out.extend(batch.into_iter().map(|d| DirEntry {
+                name: d.name,
+                ino: d.inode.as_u64(),
+                file_type: file_type(d.file_type),
+            }));
+            if matches!(cursor, DirectoryCursor::End) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn chmod(&self, path: &[u8], mode: u32) -> FsResult<()> {
+        let mut e = self.engine();
+        let info = e.walk(path, true)?;
+        e.update(
+            info.number,
+            InodeMetadataUpdate {
+                permissions: Some(perms(mode)?),
+                ..Default::default()
+            },
+        )?;
+        e.maybe_checkpoint()
+    }
+
+    fn fchmod(&self, file: &OpenFile, mode: u32) -> FsResult<()> {
+        let n = Self::file_ino(file)?;
+        let mut e = self.engine();
+        e.update(
+            n,
+            InodeMetadataUpdate {
+                permissions: Some(perms(mode)?),
+                ..Default::default()
+            },
+        )?;
+        e.maybe_checkpoint()
+    }
+
+    fn chown(
+        &self,
+        path: &[u8],
+        uid: Option<u32>,
+        gid: Option<u32>,
+        follow: bool,
+    ) -> FsResult<()> {
+        let mut e = self.engine();
+        let info = e.walk(path, follow)?;
+        let owner = (uid.unwrap_or(info.uid), gid.unwrap_or(info.gid));
+        e.update(
+            info.number,
+            InodeMetadataUpdate {
+                owner: Some(owner),
+                ..Default::default()
+            },
+        )?;
+        e.maybe_checkpoint()
+    }
+
+    fn utimens(&self, path: &[u8], atime: SetTime, mtime: SetTime, follow: bool) -> FsResult<()> {
+        let mut e = self.engine();
+        let info = e.walk(path, follow)?;
+        let now = SysClock.now().map_err(|x| e.err(x))?;
+        let conv = |t: SetTime| -> FsResult<Option<Ext4Timestamp>> {
+            Ok(match t {
+                SetTime::Omit => None,
+                SetTime::Now => Some(now),
+                SetTime::At(ts) => {
+                    if ts.nsec >= 1_000_000_000 {
+                        return Err(FsError::new(errno::EINVAL, "nanoseconds out of range"));
+                    }
+                    Some(Ext4Timestamp {
+                        sec: ts.sec,
+                        nsec: ts.nsec,
+                    })
+                }
+            })
+        };
+        let u = InodeMetadataUpdate {
+            atime: conv(atime)?,
+            mtime: conv(mtime)?,
+            ..Default::default()
+        };
+        if u.atime.is_none() && u.mtime.is_none() {
+            return Ok(());
+        }
+        e.update(info.number, u)?;
+        e.maybe_checkpoint()
+    }
+
+    fn getlk(&self, file: &OpenFile, req: &RecordLock) -> FsResult<Option<RecordLock>> {
+        Self::file_ino(file)?;
+        if req.kind == LockKind::Unlock {
+            return Err(FsError::new(errno::EINVAL, "F_GETLK with F_UNLCK"));
+        }
+        Ok(self.locks.get(file.ino, req))
+    }
+
+    fn setlk(&self, file: &OpenFile, req: &RecordLock, wait: bool) -> FsResult<()> {
+        Self::file_ino(file)?;
+        match req.kind {
+            LockKind::Read if !file.read => {
+                return Err(FsError::new(errno::EBADF, "read lock needs a readable file"));
+            }
+            LockKind::Write if !file.write => {
+                return Err(FsError::new(errno::EBADF, "write lock needs a writable file"));
+            }
+            _ => {}
+        }
+        if wait {
+            self.locks.set_wait(file.ino, req)
+        } else {
+            self.locks.set(file.ino, req)
+        }
+    }
+
+    fn unlock_all(&self, file: &OpenFile, owner: u64) {
+        self.locks.release(file.ino, owner);
+    }
+
+    fn statfs(&self) -> FsResult<StatFs> {
+        let e = self.engine();
+        let s = e.fs.statfs();
+        Ok(StatFs {
+            block_size: s.block_size,
+            blocks: s.total_blocks,
+            free_blocks: s.free_blocks,
+            files: u64::from(s.total_inodes),
+            free_files: u64::from(s.free_inodes),
+            name_max: NAME_MAX as u64,
+        })
+    }
+}
