@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lru::LruCache;
 use rktio_blk::BlockQueue;
 use rktio_seal::{BLOCK_SIZE, Block, SealError, SealedDisk};
-use rsext4::{BlockIo, DeviceCapabilities, DeviceGeometry, Ext4Error, Ext4Result, SectorId};
+use rsext4::{
+    BlockIo, DeviceCapabilities, DeviceGeometry, Ext4Error, Ext4Result, SectorId, WriteFlags,
+};
 
 /// Dirty pages written back together when the cache has to make room.
 const EVICT_BATCH: usize = 64;
@@ -90,6 +92,11 @@ impl<Q: BlockQueue> PageCache<Q> {
         &self.disk
     }
 
+    /// The sealed disk below, for tooling that reads it directly (write back first).
+    pub fn disk_mut(&mut self) -> &mut SealedDisk<Q> {
+        &mut self.disk
+    }
+
     /// Gives the sealed disk back (dirty pages are dropped: checkpoint first).
     pub fn into_disk(self) -> SealedDisk<Q> {
         self.disk
@@ -148,7 +155,9 @@ impl<Q: BlockQueue> PageCache<Q> {
     }
 
     fn take_spare(&mut self) -> Box<Block> {
-        self.spare.pop().unwrap_or_else(|| Box::new([0; BLOCK_SIZE]))
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Box::new([0; BLOCK_SIZE]))
     }
 
     /// Reads blocks `first..first + out.len() / 4096` into `out`.
@@ -262,7 +271,13 @@ impl<Q: BlockQueue> PageCache<Q> {
             } else {
                 let mut b = self.take_spare();
                 b.copy_from_slice(chunk);
-                self.pages.put(lba, Page { data: b, dirty: true });
+                self.pages.put(
+                    lba,
+                    Page {
+                        data: b,
+                        dirty: true,
+                    },
+                );
                 self.dirty += 1;
             }
         }
@@ -437,7 +452,7 @@ impl<Q: BlockQueue> CacheDev<Q> {
     fn check(&self, len: usize, sector: SectorId) -> Ext4Result<u64> {
         let first = sector.raw();
         let n = (len / BLOCK_SIZE) as u64;
-        if len % BLOCK_SIZE != 0 || first.checked_add(n).is_none_or(|end| end > self.blocks) {
+        if !len.is_multiple_of(BLOCK_SIZE) || first.checked_add(n).is_none_or(|end| end > self.blocks) {
             return Err(Ext4Error::invalid_input());
         }
         Ok(first)
@@ -464,8 +479,24 @@ impl<Q: BlockQueue> BlockIo for CacheDev<Q> {
         lock(&self.cache).write_blocks(first, buf)
     }
 
+    fn write_with_flags(
+        &mut self,
+        buf: &[u8],
+        sector: SectorId,
+        count: u32,
+        _flags: WriteFlags,
+    ) -> Ext4Result<()> {
+        // FUA and metadata hints: like `flush`, durability and ordering come from
+        // the checkpoint's atomic commit, so every write is the same here.
+        self.write(buf, sector, count)
+    }
+
     fn flush(&mut self) -> Ext4Result<()> {
         // Ordering barrier only: durability comes from the checkpoint's atomic commit.
+        Ok(())
+    }
+
+    fn barrier(&mut self) -> Ext4Result<()> {
         Ok(())
     }
 

@@ -334,9 +334,67 @@ impl<Q: BlockQueue> Engine<Q> {
             self.orphans.insert(ino);
             return Ok(());
         }
+        // The name is gone either way; if freeing the inode fails, it stays on
+        // the on-disk orphan list and is retried at unmount (or by the next mount).
+        if let Err(e) = self.reap(outcome.inode) {
+            tracing::warn!("freeing inode {ino} failed, kept as an orphan: {e}");
+            self.orphans.insert(ino);
+        }
+        Ok(())
+    }
+
+    /// Frees a zero-link inode and all its blocks.
+    fn reap(&mut self, n: InodeNumber) -> FsResult<()> {
+        self.drop_blocks_past(n, 0)?;
+        self.fs.reap_unlinked_inode(n).map_err(|e| self.err(e))
+    }
+
+    /// Frees every block of a regular file at or past byte `len` and sets its
+    /// size to `len`.
+    ///
+    /// rsext4 0.9.2 frees only blocks mapped below i_size when it truncates or
+    /// reaps, so blocks preallocated past the end (fallocate KEEP_SIZE) would
+    /// leak. Grow the size over them first, then cut.
+    fn drop_blocks_past(&mut self, n: InodeNumber, len: u64) -> FsResult<()> {
+        let info = self.inode(n)?;
+        if u32::from(info.mode) & 0o170000 != 0o100000 {
+            return Ok(());
+        }
+        if info.blocks == 0 {
+            if info.size != len {
+                self.fs.truncate_inode(n, len).map_err(|e| self.err(e))?;
+            }
+            return Ok(());
+        }
+        // The engine's extent queries stop at i_size too, so the end of the last
+        // preallocated extent is unknown: grow over everything, then cut.
         self.fs
-            .reap_unlinked_inode(outcome.inode)
-            .map_err(|e| self.err(e))
+            .truncate_inode(n, MAX_FILE_SIZE)
+            .map_err(|e| self.err(e))?;
+        self.fs.truncate_inode(n, len).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// True when directory `anc` is `dir` or one of its ancestors.
+    fn is_ancestor(&mut self, anc: InodeNumber, dir: &InodeInfo) -> FsResult<bool> {
+        let root = self.fs.root_inode();
+        let mut cur = dir.number;
+        for _ in 0..4096 {
+            if cur == anc {
+                return Ok(true);
+            }
+            if cur == root {
+                return Ok(false);
+            }
+            cur = self
+                .lookup(cur, b"..")?
+                .ok_or_else(|| FsError::new(errno::EUCLEAN, "directory without '..'"))?
+                .number;
+        }
+        Err(FsError::new(
+            errno::EUCLEAN,
+            "directory tree too deep or looped",
+        ))
     }
 
     fn checkpoint(&mut self) -> FsResult<()> {
@@ -382,6 +440,35 @@ impl<Q: BlockQueue> Engine<Q> {
             }
         }
         Ok(done)
+    }
+
+    /// Runs a write or truncate. The engine clears set-user-ID and set-group-ID
+    /// bits on every write, as Linux does for a writer without CAP_FSETID; a root
+    /// writer keeps them on Linux, so put them back for root.
+    fn keeping_privs<T>(
+        &mut self,
+        ino: InodeNumber,
+        f: impl FnOnce(&mut Self) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let before = if self.ctx.uid == 0 {
+            self.inode(ino)?.mode & 0o6000
+        } else {
+            0
+        };
+        let r = f(self)?;
+        if before != 0 {
+            let now = self.inode(ino)?;
+            if now.mode & 0o6000 != before {
+                self.update(
+                    ino,
+                    InodeMetadataUpdate {
+                        permissions: Some(perms(u32::from((now.mode & 0o1777) | before))?),
+                        ..Default::default()
+                    },
+                )?;
+            }
+        }
+        Ok(r)
     }
 
     fn read_at(&mut self, ino: InodeNumber, buf: &mut [u8], offset: u64) -> FsResult<usize> {
@@ -467,6 +554,16 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
         lock(&self.cache).disk().info()
     }
 
+    /// Takes a checkpoint and unseals the committed image into a plain ext4 file
+    /// at `out` (for e2fsck, debugfs or the kernel) while staying mounted.
+    pub fn export_snapshot(&self, out: &std::path::Path) -> FsResult<u64> {
+        let mut e = self.engine();
+        e.checkpoint()?;
+        let mut c = lock(&self.cache);
+        crate::image::export(c.disk_mut(), out, &mut |_, _| {})
+            .map_err(|x| FsError::new(errno::EIO, x.to_string()))
+    }
+
     /// Reaps unlinked-but-open files, unmounts cleanly, commits and gives the
     /// sealed disk back.
     pub fn unmount(self) -> FsResult<SealedDisk<Q>> {
@@ -474,8 +571,7 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
         if !e.read_only {
             let orphans: Vec<u64> = e.orphans.drain().collect();
             for o in orphans {
-                let n = ino_of(o)?;
-                e.fs.reap_unlinked_inode(n).map_err(|x| e.err(x))?;
+                e.reap(ino_of(o)?)?;
             }
             e.fs.unmount().map_err(|x| e.err(x))?;
             lock(&self.cache)
@@ -508,10 +604,9 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
             }
             let mut cursor = DirectoryCursor::Start;
             loop {
-                let batch = e
-                    .fs
-                    .read_directory(dir, cursor, 1024)
-                    .map_err(|x| e.err(x))?;
+                let batch =
+                    e.fs.read_directory(dir, cursor, 1024)
+                        .map_err(|x| e.err(x))?;
                 let Some(last) = batch.last() else { break };
                 cursor = last.next_cursor;
                 for d in &batch {
@@ -559,58 +654,88 @@ where
 {
     fn open(&self, path: &[u8], opts: &OpenOptions) -> FsResult<Arc<OpenFile>> {
         let mut e = self.engine();
-        let (parent, name, trailing) = e.parent_of(path)?;
-        let existing = if name.is_empty() {
-            Some(parent.clone())
-        } else {
-            e.lookup(parent.number, &name)?
-        };
-        let info = match existing {
-            Some(info) => {
-                if opts.create && opts.exclusive {
-                    return Err(FsError::new(errno::EEXIST, "file exists"));
-                }
-                let info = if is_symlink(&info) {
-                    if opts.nofollow {
-                        return Err(FsError::new(errno::ELOOP, "is a symbolic link (O_NOFOLLOW)"));
+        let mut path = path.to_vec();
+        let mut hops = 0;
+        let info = loop {
+            let (parent, name, trailing) = e.parent_of(&path)?;
+            if opts.create && trailing && !name.is_empty() {
+                // Linux refuses O_CREAT with a trailing slash before looking.
+                return Err(FsError::new(errno::EISDIR, "is a directory"));
+            }
+            let existing = if name.is_empty() {
+                Some(parent)
+            } else {
+                e.lookup(parent.number, &name)?
+            };
+            break match existing {
+                Some(info) => {
+                    if opts.create && opts.exclusive {
+                        return Err(FsError::new(errno::EEXIST, "file exists"));
                     }
-                    e.walk(path, true)?
-                } else {
+                    if is_symlink(&info) {
+                        if opts.nofollow {
+                            return Err(FsError::new(
+                                errno::ELOOP,
+                                "is a symbolic link (O_NOFOLLOW)",
+                            ));
+                        }
+                        // Follow it here rather than in `walk`, so that O_CREAT on a
+                        // dangling link creates its target, as Linux does.
+                        hops += 1;
+                        if hops > MAX_SYMLINKS {
+                            return Err(FsError::new(errno::ELOOP, "too many symbolic links"));
+                        }
+                        let target = e.read_link(&info)?;
+                        if target.is_empty() {
+                            return Err(FsError::new(errno::ENOENT, "empty symbolic link"));
+                        }
+                        let mut next = if target.starts_with(b"/") {
+                            target
+                        } else {
+                            [split_last(&path).0, &target[..]].concat()
+                        };
+                        if trailing {
+                            next.push(b'/');
+                        }
+                        path = next;
+                        continue;
+                    }
+                    if trailing && !is_dir(&info) {
+                        return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+                    }
+                    if is_dir(&info) {
+                        if opts.write || opts.truncate || opts.create {
+                            return Err(FsError::new(errno::EISDIR, "is a directory"));
+                        }
+                    } else if opts.directory {
+                        return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+                    }
+                    // Linux truncates on O_TRUNC even without write access (as root).
+                    if opts.truncate && (info.size > 0 || info.blocks > 0) {
+                        e.writable()?;
+                        let n = info.number;
+                        e.keeping_privs(n, |e| e.drop_blocks_past(n, 0))?;
+                    }
                     info
-                };
-                if trailing && !is_dir(&info) {
-                    return Err(FsError::new(errno::ENOTDIR, "not a directory"));
                 }
-                if is_dir(&info) {
-                    if opts.write || opts.truncate {
+                None => {
+                    if !opts.create {
+                        return Err(FsError::new(errno::ENOENT, "no such file or directory"));
+                    }
+                    if trailing {
                         return Err(FsError::new(errno::EISDIR, "is a directory"));
                     }
-                } else if opts.directory {
-                    return Err(FsError::new(errno::ENOTDIR, "not a directory"));
-                }
-                if opts.truncate && opts.write && info.size > 0 {
                     e.writable()?;
-                    e.fs.truncate_inode(info.number, 0).map_err(|x| e.err(x))?;
+                    let fname = FileName::new(&name)
+                        .map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+                    let ctx = e.ctx;
+                    let created =
+                        e.fs.create_regular_file(ctx, parent.number, fname, perms(opts.mode)?)
+                            .map_err(|x| e.err(x))?;
+                    e.maybe_checkpoint()?;
+                    created
                 }
-                info
-            }
-            None => {
-                if !opts.create {
-                    return Err(FsError::new(errno::ENOENT, "no such file or directory"));
-                }
-                if trailing {
-                    return Err(FsError::new(errno::EISDIR, "is a directory"));
-                }
-                e.writable()?;
-                let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-                let ctx = e.ctx;
-                let created = e
-                    .fs
-                    .create_regular_file(ctx, parent.number, fname, perms(opts.mode)?)
-                    .map_err(|x| e.err(x))?;
-                e.maybe_checkpoint()?;
-                created
-            }
+            };
         };
         let ino = info.number.as_u64();
         *e.open.entry(ino).or_insert(0) += 1;
@@ -642,7 +767,7 @@ where
             e.open.remove(&file.ino);
             if e.orphans.remove(&file.ino) && !e.read_only {
                 let n = ino_of(file.ino)?;
-                e.fs.reap_unlinked_inode(n).map_err(|x| e.err(x))?;
+                e.reap(n)?;
                 e.maybe_checkpoint()?;
             }
         }
@@ -676,7 +801,7 @@ where
         } else {
             offset
         };
-        let done = e.write_at(n, buf, offset)?;
+        let done = e.keeping_privs(n, |e| e.write_at(n, buf, offset))?;
         if file.direct {
             lock(&self.cache)
                 .write_back()
@@ -716,6 +841,9 @@ where
         let base = match whence {
             Whence::Set => 0,
             Whence::Current => *pos,
+            // Directory offsets are hash cookies: Linux ext4 puts their end at
+            // the largest offset (so SEEK_END past it is EINVAL).
+            Whence::End if file.is_dir => i64::MAX as u64,
             Whence::End => self.engine().inode(n)?.size,
         };
         let new = i128::from(base) + i128::from(offset);
@@ -736,7 +864,13 @@ where
         }
         let mut e = self.engine();
         e.writable()?;
-        e.fs.truncate_inode(n, len).map_err(|x| e.err(x))?;
+        e.keeping_privs(n, |e| {
+            if len < e.inode(n)?.size {
+                e.drop_blocks_past(n, len)
+            } else {
+                e.fs.truncate_inode(n, len).map_err(|x| e.err(x))
+            }
+        })?;
         e.maybe_checkpoint()
     }
 
@@ -770,8 +904,26 @@ where
         };
         let mut e = self.engine();
         e.writable()?;
-        e.fs.operate_inode_range(n, offset, len, op)
-            .map_err(|x| e.err(x))?;
+        e.keeping_privs(n, |e| match e.fs.operate_inode_range(n, offset, len, op) {
+            Ok(()) => Ok(()),
+            // rsext4 0.9.2 cannot split an extent in a full extent node when it
+            // punches a hole (it refuses to write the overfull node, before any
+            // change). Reads of a hole and of zeros are the same: write zeros.
+            Err(x) if mode == Fallocate::PunchHole && x.kind() == Ext4ErrorKind::Corrupted => {
+                tracing::debug!("punch hole fell back to writing zeros: {x}");
+                let size = e.inode(n)?.size;
+                let end = offset.saturating_add(len).min(size);
+                let zeros = vec![0u8; 1 << 20];
+                let mut at = offset;
+                while at < end {
+                    let k = ((end - at) as usize).min(zeros.len());
+                    e.write_at(n, &zeros[..k], at)?;
+                    at += k as u64;
+                }
+                Ok(())
+            }
+            Err(x) => Err(e.err(x)),
+        })?;
         e.maybe_checkpoint()
     }
 
@@ -861,10 +1013,9 @@ where
         }
         e.writable()?;
         let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let out = e
-            .fs
-            .remove_empty_directory(parent.number, fname)
-            .map_err(|x| e.err(x))?;
+        let out =
+            e.fs.remove_empty_directory(parent.number, fname)
+                .map_err(|x| e.err(x))?;
         e.reap_or_keep(out)?;
         e.maybe_checkpoint()
     }
@@ -884,42 +1035,35 @@ where
         if (ftrail || ttrail) && !is_dir(&src) {
             return Err(FsError::new(errno::ENOTDIR, "not a directory"));
         }
-        if let Some(dst) = e.lookup(tparent.number, &tname)? {
+        let dst = e.lookup(tparent.number, &tname)?;
+        // Linux order: the source may not be an ancestor of the target (EINVAL),
+        // the target may not be an ancestor of the source (ENOTEMPTY), renaming a
+        // file onto itself does nothing, then the type checks.
+        if is_dir(&src) && e.is_ancestor(src.number, &tparent)? {
+            return Err(FsError::new(
+                errno::EINVAL,
+                "cannot move a directory into itself",
+            ));
+        }
+        if let Some(dst) = &dst {
+            if is_dir(dst) && e.is_ancestor(dst.number, &fparent)? {
+                return Err(FsError::new(errno::ENOTEMPTY, "directory not empty"));
+            }
             if dst.number == src.number {
                 return Ok(());
             }
-            match (is_dir(&src), is_dir(&dst)) {
+            match (is_dir(&src), is_dir(dst)) {
                 (true, false) => return Err(FsError::new(errno::ENOTDIR, "not a directory")),
                 (false, true) => return Err(FsError::new(errno::EISDIR, "is a directory")),
                 _ => {}
             }
         }
-        if is_dir(&src) {
-            // A directory cannot move below itself.
-            let mut cur = tparent.clone();
-            let root = e.fs.root_inode();
-            loop {
-                if cur.number == src.number {
-                    return Err(FsError::new(
-                        errno::EINVAL,
-                        "cannot move a directory into itself",
-                    ));
-                }
-                if cur.number == root {
-                    break;
-                }
-                cur = e
-                    .lookup(cur.number, b"..")?
-                    .ok_or_else(|| FsError::new(errno::EUCLEAN, "directory without '..'"))?;
-            }
-        }
         e.writable()?;
         let f = FileName::new(&fname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
         let t = FileName::new(&tname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let out = e
-            .fs
-            .rename(fparent.number, f, tparent.number, t, RenameOptions::REPLACE)
-            .map_err(|x| e.err(x))?;
+        let out =
+            e.fs.rename(fparent.number, f, tparent.number, t, RenameOptions::REPLACE)
+                .map_err(|x| e.err(x))?;
         if let Some(r) = out.replaced {
             e.reap_or_keep(r)?;
         }
@@ -928,10 +1072,9 @@ where
 
     fn link(&self, existing: &[u8], new: &[u8]) -> FsResult<()> {
         let mut e = self.engine();
+        // Linux order: resolve the source, then create the new name's slot
+        // (ENOENT/EEXIST), then the directory check (EPERM).
         let src = e.walk(existing, false)?;
-        if is_dir(&src) {
-            return Err(FsError::new(errno::EPERM, "hard links to directories are not allowed"));
-        }
         let (parent, name, trailing) = e.parent_of(new)?;
         if name.is_empty() || name == b"." || name == b".." {
             return Err(FsError::new(errno::EEXIST, "file exists"));
@@ -941,6 +1084,12 @@ where
         }
         if trailing {
             return Err(FsError::new(errno::ENOENT, "no such directory"));
+        }
+        if is_dir(&src) {
+            return Err(FsError::new(
+                errno::EPERM,
+                "hard links to directories are not allowed",
+            ));
         }
         e.writable()?;
         let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
@@ -957,12 +1106,15 @@ where
             return Err(FsError::new(errno::ENAMETOOLONG, "target too long"));
         }
         let mut e = self.engine();
-        let (parent, name, _) = e.parent_of(path)?;
+        let (parent, name, trailing) = e.parent_of(path)?;
         if name.is_empty() || name == b"." || name == b".." {
             return Err(FsError::new(errno::EEXIST, "file exists"));
         }
         if e.lookup(parent.number, &name)?.is_some() {
             return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if trailing {
+            return Err(FsError::new(errno::ENOENT, "no such directory"));
         }
         e.writable()?;
         let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
@@ -990,10 +1142,7 @@ where
         let mut out = Vec::new();
         let mut cursor = DirectoryCursor::Start;
         loop {
-            let batch = e
-                .fs
-                .read_directory(n, cursor, 4096)
-                .map_err(|x| e.err(x))?;
+            let batch = e.fs.read_directory(n, cursor, 4096).map_err(|x| e.err(x))?;
             let Some(last) = batch.last() else { break };
             cursor = last.next_cursor;
             out.extend(batch.into_iter().map(|d| DirEntry {
@@ -1034,13 +1183,7 @@ where
         e.maybe_checkpoint()
     }
 
-    fn chown(
-        &self,
-        path: &[u8],
-        uid: Option<u32>,
-        gid: Option<u32>,
-        follow: bool,
-    ) -> FsResult<()> {
+    fn chown(&self, path: &[u8], uid: Option<u32>, gid: Option<u32>, follow: bool) -> FsResult<()> {
         let mut e = self.engine();
         let info = e.walk(path, follow)?;
         let owner = (uid.unwrap_or(info.uid), gid.unwrap_or(info.gid));
@@ -1097,10 +1240,16 @@ where
         Self::file_ino(file)?;
         match req.kind {
             LockKind::Read if !file.read => {
-                return Err(FsError::new(errno::EBADF, "read lock needs a readable file"));
+                return Err(FsError::new(
+                    errno::EBADF,
+                    "read lock needs a readable file",
+                ));
             }
             LockKind::Write if !file.write => {
-                return Err(FsError::new(errno::EBADF, "write lock needs a writable file"));
+                return Err(FsError::new(
+                    errno::EBADF,
+                    "write lock needs a writable file",
+                ));
             }
             _ => {}
         }

@@ -71,7 +71,10 @@ pub fn mkfs(plain: &Path, size: u64, from: Option<&Path>) -> Result<(), ImageErr
     cmd.args(MKFS_ARGS);
     if let Some(d) = from {
         if !d.is_dir() {
-            return Err(ImageError::Tool(format!("{}: not a directory", d.display())));
+            return Err(ImageError::Tool(format!(
+                "{}: not a directory",
+                d.display()
+            )));
         }
         cmd.arg("-d").arg(d);
     }

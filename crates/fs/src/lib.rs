@@ -357,8 +357,7 @@ pub trait FileSystem: Send + Sync {
     /// fchmod(2).
     fn fchmod(&self, file: &OpenFile, mode: u32) -> FsResult<()>;
     /// chown(2)/lchown(2); `None` leaves that id alone.
-    fn chown(&self, path: &[u8], uid: Option<u32>, gid: Option<u32>, follow: bool)
-    -> FsResult<()>;
+    fn chown(&self, path: &[u8], uid: Option<u32>, gid: Option<u32>, follow: bool) -> FsResult<()>;
     /// utimensat(2).
     fn utimens(&self, path: &[u8], atime: SetTime, mtime: SetTime, follow: bool) -> FsResult<()>;
     /// fcntl(F_GETLK).

@@ -198,8 +198,11 @@ mod tests {
         let r = l(LockKind::Read, shared + 100, Some(shared + 101), 20);
         assert_eq!(t.get(1, &r).unwrap().kind, LockKind::Write);
         // Unlocking the middle splits the owner's lock in two.
-        t.set(1, &l(LockKind::Unlock, shared + 100, Some(shared + 200), 10))
-            .unwrap();
+        t.set(
+            1,
+            &l(LockKind::Unlock, shared + 100, Some(shared + 200), 10),
+        )
+        .unwrap();
         assert!(t.get(1, &r).is_none());
         assert!(
             t.get(1, &l(LockKind::Read, shared + 300, Some(shared + 301), 20))
@@ -208,7 +211,9 @@ mod tests {
         t.release(1, 10);
         assert!(t.get(1, &l(LockKind::Write, 0, None, 20)).is_none());
         assert_eq!(
-            t.set(1, &l(LockKind::Read, 5, Some(5), 1)).unwrap_err().errno,
+            t.set(1, &l(LockKind::Read, 5, Some(5), 1))
+                .unwrap_err()
+                .errno,
             errno::EINVAL
         );
     }

@@ -14,9 +14,13 @@ pub fn key() -> KeySource {
 pub fn new_fs_disk(mib: u64) -> MemDisk {
     let logical = mib * 256;
     let media = MemDisk::new(logical + logical / 10 + 512);
-    let mut d = SealedDisk::create(media.queue(16).unwrap(), &key(), &CreateOptions::default())
-        .unwrap();
-    assert!(d.logical_blocks() >= logical, "{} < {logical}", d.logical_blocks());
+    let mut d =
+        SealedDisk::create(media.queue(16).unwrap(), &key(), &CreateOptions::default()).unwrap();
+    assert!(
+        d.logical_blocks() >= logical,
+        "{} < {logical}",
+        d.logical_blocks()
+    );
     image::format(&mut d, None, &mut |_, _| {}).unwrap();
     media
 }
