@@ -452,7 +452,9 @@ impl<Q: BlockQueue> CacheDev<Q> {
     fn check(&self, len: usize, sector: SectorId) -> Ext4Result<u64> {
         let first = sector.raw();
         let n = (len / BLOCK_SIZE) as u64;
-        if !len.is_multiple_of(BLOCK_SIZE) || first.checked_add(n).is_none_or(|end| end > self.blocks) {
+        if !len.is_multiple_of(BLOCK_SIZE)
+            || first.checked_add(n).is_none_or(|end| end > self.blocks)
+        {
             return Err(Ext4Error::invalid_input());
         }
         Ok(first)
