@@ -11,16 +11,26 @@ type Error = Box<dyn std::error::Error>;
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCommand {
-    /// Create a new sealed disk image (a host file of the given size).
+    /// Create a new sealed disk image (a host file of the given size) with an ext4
+    /// file system on it, empty or filled from a directory.
     ///
     /// Example:  rktio disk keygen my.key && rktio disk create data.img --size 1G --key-file my.key
+    ///           rktio disk create app.img --from ./rootfs --key-file my.key
     Create {
         /// Image file to create.
         image: PathBuf,
         /// Size of the image file: bytes, or with a suffix K, M, G, T (powers of 1024).
         /// Some of it holds metadata and copy-on-write room; `info` shows the usable size.
-        #[arg(long, value_parser = parse_size)]
-        size: u64,
+        /// With --from it defaults to twice the directory's size (at least 64M).
+        #[arg(long, value_parser = parse_size, required_unless_present = "from")]
+        size: Option<u64>,
+        /// Fill the file system with a copy of this directory (`mkfs.ext4 -d`), like
+        /// `sgx-lkl-disk create --copy`.
+        #[arg(long, value_name = "DIR", conflicts_with = "raw")]
+        from: Option<PathBuf>,
+        /// A bare sealed block device: no ext4 file system on it.
+        #[arg(long)]
+        raw: bool,
         /// Spare room for copy-on-write, in percent of the usable size. Writes between
         /// two commits can replace at most this much committed data.
         #[arg(long, default_value_t = 10)]
@@ -38,8 +48,59 @@ pub enum DiskCommand {
     },
     /// Show an image's geometry, epoch and root (unlocks it; writes nothing).
     Info(ImageArgs),
-    /// Authenticate every block of an image (writes nothing). Exit status 1 if any fails.
-    Check(ImageArgs),
+    /// Authenticate every block of an image, then check its file system: read every
+    /// file through rkt-io's ext4, and run `e2fsck -fn` on an unsealed temporary copy
+    /// (writes nothing to the image). Exit status 1 if anything fails.
+    Check {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Only authenticate the blocks (also for --raw images).
+        #[arg(long)]
+        blocks_only: bool,
+    },
+    /// Unseal an image into a plain ext4 image file (for e2fsck, debugfs or
+    /// `mount -o loop`). The output holds plaintext: keep it somewhere safe.
+    Export {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Plain image file to write.
+        out: PathBuf,
+        /// Overwrite OUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Seal a plain ext4 image file (e.g. made by `mkfs.ext4 -d`) into a new sealed image.
+    Import {
+        /// Plain ext4 image file.
+        plain: PathBuf,
+        /// Sealed image file to create (sized to hold PLAIN).
+        image: PathBuf,
+        /// Spare room for copy-on-write, in percent of the usable size.
+        #[arg(long, default_value_t = 10)]
+        overprovision: u64,
+        /// Overwrite IMAGE if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        io: IoArgs,
+    },
+    /// List a directory of the file system on an image (read-only).
+    Ls {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Directory (default: /).
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Print a file from the file system on an image to stdout (read-only).
+    Cat {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// File.
+        path: String,
+    },
     /// Change the key or passphrase that unlocks an image.
     ///
     /// The data key is re-wrapped; data is not re-encrypted, so a copy of the image
@@ -118,18 +179,93 @@ pub fn run(cmd: DiskCommand) -> Result<(), Error> {
         DiskCommand::Create {
             image,
             size,
+            from,
+            raw,
             overprovision,
             preallocate,
             force,
             key,
             io,
-        } => create(&image, size, overprovision, preallocate, force, &key, &io),
+        } => {
+            let size = match (size, &from) {
+                (Some(s), _) => s,
+                (None, Some(dir)) => {
+                    let bytes = crate::fs::dir_size(dir)?;
+                    (bytes.saturating_mul(2)).max(64 << 20)
+                }
+                (None, None) => return Err("--size is needed".into()),
+            };
+            let mut disk = create(&image, size, overprovision, preallocate, force, &key, &io)?;
+            if !raw {
+                crate::fs::format(&mut disk, from.as_deref())?;
+            }
+            println!("created sealed disk {}", image.display());
+            print_info(&image, &disk);
+            Ok(())
+        }
         DiskCommand::Info(a) => {
             let disk = open(&a.image, &a.key, &a.pin, &a.io, true)?;
             print_info(&a.image, &disk);
             Ok(())
         }
-        DiskCommand::Check(a) => check(&a.image, &a.key, &a.pin, &a.io),
+        DiskCommand::Check {
+            image: a,
+            blocks_only,
+        } => {
+            check(&a.image, &a.key, &a.pin, &a.io)?;
+            if !blocks_only {
+                let disk = open(&a.image, &a.key, &a.pin, &a.io, true)?;
+                crate::fs::check(&a.image, disk)?;
+            }
+            Ok(())
+        }
+        DiskCommand::Export {
+            image: a,
+            out,
+            force,
+        } => {
+            if out.exists() && !force {
+                return Err(
+                    format!("{} exists; pass --force to overwrite it", out.display()).into(),
+                );
+            }
+            let mut disk = open(&a.image, &a.key, &a.pin, &a.io, true)?;
+            crate::fs::export(&mut disk, &out)
+        }
+        DiskCommand::Import {
+            plain,
+            image,
+            overprovision,
+            force,
+            key,
+            io,
+        } => {
+            let len = std::fs::metadata(&plain)
+                .map_err(|e| format!("{}: {e}", plain.display()))?
+                .len();
+            // Size the sealed image so that its usable part holds the plain image.
+            let mut size = len + len * overprovision / 100 + len / 64 + (4 << 20);
+            let mut disk = loop {
+                let d = create(&image, size, overprovision, false, force, &key, &io)?;
+                if d.logical_blocks() * BLOCK_SIZE as u64 >= len {
+                    break d;
+                }
+                drop(d);
+                size += size / 8;
+            };
+            crate::fs::import(&plain, &mut disk)?;
+            println!("sealed {} into {}", plain.display(), image.display());
+            print_info(&image, &disk);
+            Ok(())
+        }
+        DiskCommand::Ls { image: a, path } => {
+            let disk = open(&a.image, &a.key, &a.pin, &a.io, true)?;
+            crate::fs::ls(disk, &path)
+        }
+        DiskCommand::Cat { image: a, path } => {
+            let disk = open(&a.image, &a.key, &a.pin, &a.io, true)?;
+            crate::fs::cat(disk, &path)
+        }
         DiskCommand::ChangeKey {
             image,
             key,
@@ -250,7 +386,7 @@ fn create(
     force: bool,
     key: &KeyArgs,
     io: &IoArgs,
-) -> Result<(), Error> {
+) -> Result<SealedDisk<Box<dyn BlockQueue>>, Error> {
     if image.exists() && !force {
         return Err(format!("{} exists; pass --force to overwrite it", image.display()).into());
     }
@@ -285,10 +421,7 @@ fn create(
         },
     );
     spin.finish_and_clear();
-    let disk = disk.map_err(|e| format!("{}: {e}", image.display()))?;
-    println!("created sealed disk {}", image.display());
-    print_info(image, &disk);
-    Ok(())
+    Ok(disk.map_err(|e| format!("{}: {e}", image.display()))?)
 }
 
 fn print_info<Q: BlockQueue>(image: &Path, disk: &SealedDisk<Q>) {
@@ -370,7 +503,7 @@ fn keygen(file: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn spinner(msg: &'static str) -> ProgressBar {
+pub fn spinner(msg: &'static str) -> ProgressBar {
     let s = ProgressBar::new_spinner();
     s.set_message(msg);
     s.enable_steady_tick(std::time::Duration::from_millis(100));

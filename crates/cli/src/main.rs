@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod disk;
+mod fs;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

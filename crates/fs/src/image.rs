@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -182,7 +182,14 @@ pub fn export<Q: BlockQueue>(
     out: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64, ImageError> {
-    let mut f = File::create(out).map_err(io(out))?;
+    // Plaintext: readable by the owner only.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(io(out))?;
     let total = disk.logical_blocks();
     f.set_len(total * BLOCK_SIZE as u64).map_err(io(out))?;
     let mut lba = 0u64;
