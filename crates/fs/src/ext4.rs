@@ -1,7 +1,7 @@
 //! [`Ext4Fs`]: the VFS over the rsext4 engine, the page cache and the sealed disk.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rktio_blk::BlockQueue;
 use rktio_seal::SealedDisk;
@@ -9,7 +9,7 @@ use rsext4::{
     Clock, DirectoryCursor, DirectoryEntryType, EntropySource, Ext4, Ext4Error, Ext4ErrorKind,
     Ext4Result, Ext4Timestamp, FileName, FilePermissions, InodeInfo, InodeMetadataUpdate,
     InodeNumber, MountServices, MountedServices, MutationContext, NoopObserver,
-    PreallocationOptions, RangeOperation, RenameOptions, UnlinkOutcome, ZeroRangeOptions,
+    FileExtentTarget, PreallocationOptions, RangeOperation, RenameOptions, UnlinkOutcome, ZeroRangeOptions,
 };
 
 use crate::cache::{CacheDev, PageCache, lock};
@@ -89,6 +89,8 @@ struct Engine<Q: BlockQueue> {
     orphans: HashSet<u64>,
     read_only: bool,
     ctx: MutationContext,
+    /// Set when the engine panicked: the file system refuses everything after.
+    broken: Option<String>,
 }
 
 /// ext4 on a sealed disk, safe to share between threads (one lock serializes the
@@ -349,6 +351,64 @@ impl<Q: BlockQueue> Engine<Q> {
         self.fs.reap_unlinked_inode(n).map_err(|e| self.err(e))
     }
 
+    /// The byte ranges of a file below `size` that have blocks (data or
+    /// preallocated), in order.
+    fn mapped_ranges(&mut self, n: InodeNumber, size: u64) -> FsResult<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < size {
+            let map = self
+                .fs
+                .inode_extents(n, at, size - at, FileExtentTarget::Data, 4096)
+                .map_err(|e| self.err(e))?;
+            let mut next = at;
+            for x in &map.extents {
+                let start = x.logical_start.max(at);
+                let end = x.logical_start.saturating_add(x.length).min(size);
+                if end > start {
+                    out.push((start, end - start));
+                }
+                next = next.max(end);
+            }
+            if map.complete || map.extents.is_empty() || next <= at {
+                break;
+            }
+            at = next;
+        }
+        Ok(out)
+    }
+
+    /// True when an extent-mapped file holds more blocks than its extents below
+    /// i_size plus the extent tree's own index blocks account for.
+    fn blocks_past_eof(&mut self, n: InodeNumber, info: &InodeInfo) -> FsResult<bool> {
+        let (mut mapped, mut count, mut at) = (0u64, 0u64, 0u64);
+        let end = info.size.div_ceil(4096) * 4096;
+        while at < end {
+            let map = self
+                .fs
+                .inode_extents(n, at, end - at, FileExtentTarget::Data, 4096)
+                .map_err(|e| self.err(e))?;
+            let mut next = end;
+            for x in &map.extents {
+                mapped += x.length.div_ceil(4096);
+                count += 1;
+                next = x.logical_start.saturating_add(x.length);
+            }
+            if map.complete || map.extents.is_empty() || next <= at {
+                break;
+            }
+            at = next;
+        }
+        // Index blocks of an extent tree: none while the inode holds the extents
+        // (up to 4), then a leaf per 340 extents and one level above that.
+        let index = if count <= 4 {
+            0
+        } else {
+            count.div_ceil(340) + count.div_ceil(340 * 340)
+        };
+        Ok(info.blocks / 8 > mapped + index)
+    }
+
     /// Frees every block of a regular file at or past byte `len` and sets its
     /// size to `len`.
     ///
@@ -366,12 +426,22 @@ impl<Q: BlockQueue> Engine<Q> {
             }
             return Ok(());
         }
-        // The engine's extent queries stop at i_size too, so the end of the last
-        // preallocated extent is unknown: grow over everything, then cut.
-        self.fs
-            .truncate_inode(n, MAX_FILE_SIZE)
-            .map_err(|e| self.err(e))?;
-        self.fs.truncate_inode(n, len).map_err(|e| self.err(e))?;
+        // Blocks past the end exist only if the file holds more blocks than its
+        // size explains (allowing for extent index blocks). Then, since the
+        // engine's extent queries stop at i_size too and the end of the last
+        // preallocated extent is unknown, grow over everything and cut. Only for
+        // extent-mapped files: growing a legacy block-mapped one is a walk over
+        // every block pointer.
+        let extents = info.flags.bits() & 0x0008_0000 != 0;
+        let grown = extents && self.blocks_past_eof(n, &info)?;
+        if grown {
+            self.fs
+                .truncate_inode(n, MAX_FILE_SIZE)
+                .map_err(|e| self.err(e))?;
+        }
+        if grown || info.size != len {
+            self.fs.truncate_inode(n, len).map_err(|e| self.err(e))?;
+        }
         Ok(())
     }
 
@@ -527,6 +597,7 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
             orphans: HashSet::new(),
             read_only: opts.read_only,
             ctx: MutationContext::new(opts.uid, opts.gid, 0, opts.umask),
+            broken: None,
         };
         Ok(Self {
             engine: Mutex::new(engine),
@@ -535,8 +606,32 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
         })
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine<Q>> {
-        lock(&self.engine)
+    /// Runs `f` on the engine under the lock. rsext4 can panic on some hostile
+    /// metadata (it has many unchecked arithmetic and indexing sites): such a panic
+    /// is contained here and turned into EIO, and the file system stops: every
+    /// later call fails and nothing more is committed, so the image stays at its
+    /// last checkpoint.
+    fn with<T>(&self, f: impl FnOnce(&mut Engine<Q>) -> FsResult<T>) -> FsResult<T> {
+        let mut e = lock(&self.engine);
+        if let Some(why) = &e.broken {
+            return Err(FsError::new(errno::EIO, why.clone()));
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut e))) {
+            Ok(r) => r,
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let why = format!(
+                    "the ext4 engine failed on corrupt metadata ({what}); the file system is stopped at its last checkpoint: unmount and run `rktio disk check`"
+                );
+                tracing::error!("{why}");
+                e.broken = Some(why.clone());
+                Err(FsError::new(errno::EIO, why))
+            }
+        }
     }
 
     /// Page-cache counters.
@@ -557,28 +652,31 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
     /// Takes a checkpoint and unseals the committed image into a plain ext4 file
     /// at `out` (for e2fsck, debugfs or the kernel) while staying mounted.
     pub fn export_snapshot(&self, out: &std::path::Path) -> FsResult<u64> {
-        let mut e = self.engine();
-        e.checkpoint()?;
-        let mut c = lock(&self.cache);
-        crate::image::export(c.disk_mut(), out, &mut |_, _| {})
-            .map_err(|x| FsError::new(errno::EIO, x.to_string()))
+        self.with(|e| {
+            e.checkpoint()?;
+            let mut c = lock(&self.cache);
+            crate::image::export(c.disk_mut(), out, &mut |_, _| {})
+                .map_err(|x| FsError::new(errno::EIO, x.to_string()))
+        })
     }
 
     /// Reaps unlinked-but-open files, unmounts cleanly, commits and gives the
     /// sealed disk back.
     pub fn unmount(self) -> FsResult<SealedDisk<Q>> {
-        let mut e = lock(&self.engine);
-        if !e.read_only {
-            let orphans: Vec<u64> = e.orphans.drain().collect();
-            for o in orphans {
-                e.reap(ino_of(o)?)?;
-            }
-            e.fs.unmount().map_err(|x| e.err(x))?;
-            lock(&self.cache)
-                .commit()
-                .map_err(|x| FsError::new(x.errno(), x.to_string()))?;
+        let read_only = lock(&self.engine).read_only;
+        if !read_only {
+            self.with(|e| {
+                let orphans: Vec<u64> = e.orphans.drain().collect();
+                for o in orphans {
+                    e.reap(ino_of(o)?)?;
+                }
+                e.fs.unmount().map_err(|x| e.err(x))?;
+                lock(&e.cache)
+                    .commit()
+                    .map(|_| ())
+                    .map_err(|x| FsError::new(x.errno(), x.to_string()))
+            })?;
         }
-        drop(e);
         drop(self.engine);
         let cache = Arc::try_unwrap(self.cache)
             .map_err(|_| FsError::new(errno::EBUSY, "page cache still shared"))?;
@@ -592,52 +690,59 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
     /// file and every symlink: a file-system level check that every block the
     /// tree uses decrypts and authenticates. Calls `progress(files, bytes)`.
     pub fn walk_tree(&self, progress: &mut dyn FnMut(u64, u64)) -> FsResult<(u64, u64)> {
-        let mut e = self.engine();
-        let root = e.fs.root_inode();
-        let mut stack = vec![root];
-        let mut seen = HashSet::new();
-        let (mut files, mut bytes) = (0u64, 0u64);
-        let mut buf = vec![0u8; 1 << 20];
-        while let Some(dir) = stack.pop() {
-            if !seen.insert(dir.as_u64()) {
-                continue;
-            }
-            let mut cursor = DirectoryCursor::Start;
-            loop {
-                let batch =
-                    e.fs.read_directory(dir, cursor, 1024)
-                        .map_err(|x| e.err(x))?;
-                let Some(last) = batch.last() else { break };
-                cursor = last.next_cursor;
-                for d in &batch {
-                    if d.name == b"." || d.name == b".." {
-                        continue;
-                    }
-                    let info = e.inode(d.inode)?;
-                    files += 1;
-                    if is_dir(&info) {
-                        stack.push(d.inode);
-                    } else if is_symlink(&info) {
-                        e.read_link(&info)?;
-                    } else if u32::from(info.mode) & 0o170000 == 0o100000 {
-                        let mut off = 0;
-                        while off < info.size {
-                            let n = e.read_at(d.inode, &mut buf, off)?;
-                            if n == 0 {
-                                break;
-                            }
-                            off += n as u64;
-                            bytes += n as u64;
+        self.with(|e| {
+            let root = e.fs.root_inode();
+            let mut stack = vec![root];
+            let mut seen = HashSet::new();
+            let (mut files, mut bytes) = (0u64, 0u64);
+            let mut buf = vec![0u8; 1 << 20];
+            while let Some(dir) = stack.pop() {
+                if !seen.insert(dir.as_u64()) {
+                    continue;
+                }
+                let mut cursor = DirectoryCursor::Start;
+                loop {
+                    let batch =
+                        e.fs.read_directory(dir, cursor, 1024)
+                            .map_err(|x| e.err(x))?;
+                    let Some(last) = batch.last() else { break };
+                    cursor = last.next_cursor;
+                    for d in &batch {
+                        if d.name == b"." || d.name == b".." {
+                            continue;
                         }
+                        let info = e.inode(d.inode)?;
+                        files += 1;
+                        if is_dir(&info) {
+                            stack.push(d.inode);
+                        } else if is_symlink(&info) {
+                            e.read_link(&info)?;
+                        } else if u32::from(info.mode) & 0o170000 == 0o100000 {
+                            // Only the mapped ranges: holes read as zeros without
+                            // touching the disk, and a (hostile) sparse file can
+                            // claim terabytes.
+                            for (start, len) in e.mapped_ranges(d.inode, info.size)? {
+                                let mut off = start;
+                                while off < start + len {
+                                    let want = ((start + len - off) as usize).min(buf.len());
+                                    let n = e.read_at(d.inode, &mut buf[..want], off)?;
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    off += n as u64;
+                                    bytes += n as u64;
+                                }
+                            }
+                        }
+                        progress(files, bytes);
                     }
-                    progress(files, bytes);
-                }
-                if matches!(cursor, DirectoryCursor::End) {
-                    break;
+                    if matches!(cursor, DirectoryCursor::End) {
+                        break;
+                    }
                 }
             }
-        }
-        Ok((files, bytes))
+            Ok((files, bytes))
+        })
     }
 
     fn file_ino(file: &OpenFile) -> FsResult<InodeNumber> {
@@ -653,125 +758,127 @@ where
     SealedDisk<Q>: Send,
 {
     fn open(&self, path: &[u8], opts: &OpenOptions) -> FsResult<Arc<OpenFile>> {
-        let mut e = self.engine();
-        let mut path = path.to_vec();
-        let mut hops = 0;
-        let info = loop {
-            let (parent, name, trailing) = e.parent_of(&path)?;
-            if opts.create && trailing && !name.is_empty() {
-                // Linux refuses O_CREAT with a trailing slash before looking.
-                return Err(FsError::new(errno::EISDIR, "is a directory"));
-            }
-            let existing = if name.is_empty() {
-                Some(parent)
-            } else {
-                e.lookup(parent.number, &name)?
-            };
-            break match existing {
-                Some(info) => {
-                    if opts.create && opts.exclusive {
-                        return Err(FsError::new(errno::EEXIST, "file exists"));
+        self.with(|e| {
+            let mut path = path.to_vec();
+            let mut hops = 0;
+            let info = loop {
+                let (parent, name, trailing) = e.parent_of(&path)?;
+                if opts.create && trailing && !name.is_empty() {
+                    // Linux refuses O_CREAT with a trailing slash before looking.
+                    return Err(FsError::new(errno::EISDIR, "is a directory"));
+                }
+                let existing = if name.is_empty() {
+                    Some(parent)
+                } else {
+                    e.lookup(parent.number, &name)?
+                };
+                break match existing {
+                    Some(info) => {
+                        if opts.create && opts.exclusive {
+                            return Err(FsError::new(errno::EEXIST, "file exists"));
+                        }
+                        if is_symlink(&info) {
+                            if opts.nofollow {
+                                return Err(FsError::new(
+                                    errno::ELOOP,
+                                    "is a symbolic link (O_NOFOLLOW)",
+                                ));
+                            }
+                            // Follow it here rather than in `walk`, so that O_CREAT on a
+                            // dangling link creates its target, as Linux does.
+                            hops += 1;
+                            if hops > MAX_SYMLINKS {
+                                return Err(FsError::new(errno::ELOOP, "too many symbolic links"));
+                            }
+                            let target = e.read_link(&info)?;
+                            if target.is_empty() {
+                                return Err(FsError::new(errno::ENOENT, "empty symbolic link"));
+                            }
+                            let mut next = if target.starts_with(b"/") {
+                                target
+                            } else {
+                                [split_last(&path).0, &target[..]].concat()
+                            };
+                            if trailing {
+                                next.push(b'/');
+                            }
+                            path = next;
+                            continue;
+                        }
+                        if trailing && !is_dir(&info) {
+                            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+                        }
+                        if is_dir(&info) {
+                            if opts.write || opts.truncate || opts.create {
+                                return Err(FsError::new(errno::EISDIR, "is a directory"));
+                            }
+                        } else if opts.directory {
+                            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+                        }
+                        // Linux truncates on O_TRUNC even without write access (as root).
+                        if opts.truncate && (info.size > 0 || info.blocks > 0) {
+                            e.writable()?;
+                            let n = info.number;
+                            e.keeping_privs(n, |e| e.drop_blocks_past(n, 0))?;
+                        }
+                        info
                     }
-                    if is_symlink(&info) {
-                        if opts.nofollow {
-                            return Err(FsError::new(
-                                errno::ELOOP,
-                                "is a symbolic link (O_NOFOLLOW)",
-                            ));
+                    None => {
+                        if !opts.create {
+                            return Err(FsError::new(errno::ENOENT, "no such file or directory"));
                         }
-                        // Follow it here rather than in `walk`, so that O_CREAT on a
-                        // dangling link creates its target, as Linux does.
-                        hops += 1;
-                        if hops > MAX_SYMLINKS {
-                            return Err(FsError::new(errno::ELOOP, "too many symbolic links"));
-                        }
-                        let target = e.read_link(&info)?;
-                        if target.is_empty() {
-                            return Err(FsError::new(errno::ENOENT, "empty symbolic link"));
-                        }
-                        let mut next = if target.starts_with(b"/") {
-                            target
-                        } else {
-                            [split_last(&path).0, &target[..]].concat()
-                        };
                         if trailing {
-                            next.push(b'/');
-                        }
-                        path = next;
-                        continue;
-                    }
-                    if trailing && !is_dir(&info) {
-                        return Err(FsError::new(errno::ENOTDIR, "not a directory"));
-                    }
-                    if is_dir(&info) {
-                        if opts.write || opts.truncate || opts.create {
                             return Err(FsError::new(errno::EISDIR, "is a directory"));
                         }
-                    } else if opts.directory {
-                        return Err(FsError::new(errno::ENOTDIR, "not a directory"));
-                    }
-                    // Linux truncates on O_TRUNC even without write access (as root).
-                    if opts.truncate && (info.size > 0 || info.blocks > 0) {
                         e.writable()?;
-                        let n = info.number;
-                        e.keeping_privs(n, |e| e.drop_blocks_past(n, 0))?;
+                        let fname = FileName::new(&name)
+                            .map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+                        let ctx = e.ctx;
+                        let created =
+                            e.fs.create_regular_file(ctx, parent.number, fname, perms(opts.mode)?)
+                                .map_err(|x| e.err(x))?;
+                        e.maybe_checkpoint()?;
+                        created
                     }
-                    info
-                }
-                None => {
-                    if !opts.create {
-                        return Err(FsError::new(errno::ENOENT, "no such file or directory"));
-                    }
-                    if trailing {
-                        return Err(FsError::new(errno::EISDIR, "is a directory"));
-                    }
-                    e.writable()?;
-                    let fname = FileName::new(&name)
-                        .map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-                    let ctx = e.ctx;
-                    let created =
-                        e.fs.create_regular_file(ctx, parent.number, fname, perms(opts.mode)?)
-                            .map_err(|x| e.err(x))?;
-                    e.maybe_checkpoint()?;
-                    created
-                }
+                };
             };
-        };
-        let ino = info.number.as_u64();
-        *e.open.entry(ino).or_insert(0) += 1;
-        Ok(Arc::new(OpenFile {
-            ino,
-            read: opts.read,
-            write: opts.write,
-            append: opts.append,
-            direct: opts.direct,
-            is_dir: is_dir(&info),
-            pos: Mutex::new(0),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        }))
+            let ino = info.number.as_u64();
+            *e.open.entry(ino).or_insert(0) += 1;
+            Ok(Arc::new(OpenFile {
+                ino,
+                read: opts.read,
+                write: opts.write,
+                append: opts.append,
+                direct: opts.direct,
+                is_dir: is_dir(&info),
+                pos: Mutex::new(0),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }))
+        })
     }
 
     fn close(&self, file: &OpenFile) -> FsResult<()> {
         if file.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return Err(FsError::new(errno::EBADF, "file already closed"));
         }
-        let mut e = self.engine();
-        let left = match e.open.get_mut(&file.ino) {
-            Some(c) => {
-                *c -= 1;
-                *c
+        self.with(|e| {
+            let left = match e.open.get_mut(&file.ino) {
+                Some(c) => {
+                    *c -= 1;
+                    *c
+                }
+                None => 0,
+            };
+            if left == 0 {
+                e.open.remove(&file.ino);
+                if e.orphans.remove(&file.ino) && !e.read_only {
+                    let n = ino_of(file.ino)?;
+                    e.reap(n)?;
+                    e.maybe_checkpoint()?;
+                }
             }
-            None => 0,
-        };
-        if left == 0 {
-            e.open.remove(&file.ino);
-            if e.orphans.remove(&file.ino) && !e.read_only {
-                let n = ino_of(file.ino)?;
-                e.reap(n)?;
-                e.maybe_checkpoint()?;
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn pread(&self, file: &OpenFile, buf: &mut [u8], offset: u64) -> FsResult<usize> {
@@ -782,8 +889,9 @@ where
         if !file.read {
             return Err(FsError::new(errno::EBADF, "not open for reading"));
         }
-        let mut e = self.engine();
-        e.read_at(n, buf, offset)
+        self.with(|e| {
+            e.read_at(n, buf, offset)
+        })
     }
 
     fn pwrite(&self, file: &OpenFile, buf: &[u8], offset: u64) -> FsResult<usize> {
@@ -791,24 +899,25 @@ where
         if !file.write {
             return Err(FsError::new(errno::EBADF, "not open for writing"));
         }
-        let mut e = self.engine();
-        e.writable()?;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let offset = if file.append {
-            e.inode(n)?.size
-        } else {
-            offset
-        };
-        let done = e.keeping_privs(n, |e| e.write_at(n, buf, offset))?;
-        if file.direct {
-            lock(&self.cache)
-                .write_back()
-                .map_err(|x| FsError::new(x.errno(), x.to_string()))?;
-        }
-        e.maybe_checkpoint()?;
-        Ok(done)
+        self.with(|e| {
+            e.writable()?;
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            let offset = if file.append {
+                e.inode(n)?.size
+            } else {
+                offset
+            };
+            let done = e.keeping_privs(n, |e| e.write_at(n, buf, offset))?;
+            if file.direct {
+                lock(&self.cache)
+                    .write_back()
+                    .map_err(|x| FsError::new(x.errno(), x.to_string()))?;
+            }
+            e.maybe_checkpoint()?;
+            Ok(done)
+        })
     }
 
     fn read(&self, file: &OpenFile, buf: &mut [u8]) -> FsResult<usize> {
@@ -822,13 +931,13 @@ where
         let mut pos = file.pos();
         let n = Self::file_ino(file)?;
         let at = if file.append {
-            self.engine().inode(n)?.size
+            self.with(|e| e.inode(n))?.size
         } else {
             *pos
         };
         let done = self.pwrite(file, buf, at)?;
         *pos = if file.append {
-            self.engine().inode(n)?.size
+            self.with(|e| e.inode(n))?.size
         } else {
             at + done as u64
         };
@@ -844,7 +953,7 @@ where
             // Directory offsets are hash cookies: Linux ext4 puts their end at
             // the largest offset (so SEEK_END past it is EINVAL).
             Whence::End if file.is_dir => i64::MAX as u64,
-            Whence::End => self.engine().inode(n)?.size,
+            Whence::End => self.with(|e| e.inode(n))?.size,
         };
         let new = i128::from(base) + i128::from(offset);
         if new < 0 || new > i128::from(i64::MAX) {
@@ -862,16 +971,17 @@ where
         if len > MAX_FILE_SIZE {
             return Err(FsError::new(errno::EFBIG, "file too large for ext4"));
         }
-        let mut e = self.engine();
-        e.writable()?;
-        e.keeping_privs(n, |e| {
-            if len < e.inode(n)?.size {
-                e.drop_blocks_past(n, len)
-            } else {
-                e.fs.truncate_inode(n, len).map_err(|x| e.err(x))
-            }
-        })?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            e.writable()?;
+            e.keeping_privs(n, |e| {
+                if len < e.inode(n)?.size {
+                    e.drop_blocks_past(n, len)
+                } else {
+                    e.fs.truncate_inode(n, len).map_err(|x| e.err(x))
+                }
+            })?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn fallocate(&self, file: &OpenFile, mode: Fallocate, offset: u64, len: u64) -> FsResult<()> {
@@ -902,34 +1012,35 @@ where
                 ZeroRangeOptions::EXTEND_SIZE
             }),
         };
-        let mut e = self.engine();
-        e.writable()?;
-        e.keeping_privs(n, |e| match e.fs.operate_inode_range(n, offset, len, op) {
-            Ok(()) => Ok(()),
-            // rsext4 0.9.2 cannot split an extent in a full extent node when it
-            // punches a hole (it refuses to write the overfull node, before any
-            // change). Reads of a hole and of zeros are the same: write zeros.
-            Err(x) if mode == Fallocate::PunchHole && x.kind() == Ext4ErrorKind::Corrupted => {
-                tracing::debug!("punch hole fell back to writing zeros: {x}");
-                let size = e.inode(n)?.size;
-                let end = offset.saturating_add(len).min(size);
-                let zeros = vec![0u8; 1 << 20];
-                let mut at = offset;
-                while at < end {
-                    let k = ((end - at) as usize).min(zeros.len());
-                    e.write_at(n, &zeros[..k], at)?;
-                    at += k as u64;
+        self.with(|e| {
+            e.writable()?;
+            e.keeping_privs(n, |e| match e.fs.operate_inode_range(n, offset, len, op) {
+                Ok(()) => Ok(()),
+                // rsext4 0.9.2 cannot split an extent in a full extent node when it
+                // punches a hole (it refuses to write the overfull node, before any
+                // change). Reads of a hole and of zeros are the same: write zeros.
+                Err(x) if mode == Fallocate::PunchHole && x.kind() == Ext4ErrorKind::Corrupted => {
+                    tracing::debug!("punch hole fell back to writing zeros: {x}");
+                    let size = e.inode(n)?.size;
+                    let end = offset.saturating_add(len).min(size);
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut at = offset;
+                    while at < end {
+                        let k = ((end - at) as usize).min(zeros.len());
+                        e.write_at(n, &zeros[..k], at)?;
+                        at += k as u64;
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-            Err(x) => Err(e.err(x)),
-        })?;
-        e.maybe_checkpoint()
+                Err(x) => Err(e.err(x)),
+            })?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn fsync(&self, file: &OpenFile) -> FsResult<()> {
         Self::file_ino(file)?;
-        self.engine().checkpoint()
+        self.with(|e| e.checkpoint())
     }
 
     fn fdatasync(&self, file: &OpenFile) -> FsResult<()> {
@@ -937,165 +1048,171 @@ where
     }
 
     fn sync(&self) -> FsResult<()> {
-        self.engine().checkpoint()
+        self.with(|e| e.checkpoint())
     }
 
     fn fstat(&self, file: &OpenFile) -> FsResult<Stat> {
         let n = Self::file_ino(file)?;
-        let mut e = self.engine();
-        e.inode(n).map(|i| to_stat(&i))
+        self.with(|e| {
+            e.inode(n).map(|i| to_stat(&i))
+        })
     }
 
     fn stat(&self, path: &[u8]) -> FsResult<Stat> {
-        self.engine().walk(path, true).map(|i| to_stat(&i))
+        self.with(|e| e.walk(path, true)).map(|i| to_stat(&i))
     }
 
     fn lstat(&self, path: &[u8]) -> FsResult<Stat> {
-        self.engine().walk(path, false).map(|i| to_stat(&i))
+        self.with(|e| e.walk(path, false)).map(|i| to_stat(&i))
     }
 
     fn unlink(&self, path: &[u8]) -> FsResult<()> {
-        let mut e = self.engine();
-        let (parent, name, trailing) = e.parent_of(path)?;
-        if name.is_empty() || name == b"." || name == b".." {
-            return Err(FsError::new(errno::EISDIR, "is a directory"));
-        }
-        let info = e
-            .lookup(parent.number, &name)?
-            .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
-        if is_dir(&info) {
-            return Err(FsError::new(errno::EISDIR, "is a directory"));
-        }
-        if trailing {
-            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
-        }
-        e.writable()?;
-        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let out = e.fs.unlink(parent.number, fname).map_err(|x| e.err(x))?;
-        e.reap_or_keep(out)?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            let (parent, name, trailing) = e.parent_of(path)?;
+            if name.is_empty() || name == b"." || name == b".." {
+                return Err(FsError::new(errno::EISDIR, "is a directory"));
+            }
+            let info = e
+                .lookup(parent.number, &name)?
+                .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+            if is_dir(&info) {
+                return Err(FsError::new(errno::EISDIR, "is a directory"));
+            }
+            if trailing {
+                return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+            }
+            e.writable()?;
+            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let out = e.fs.unlink(parent.number, fname).map_err(|x| e.err(x))?;
+            e.reap_or_keep(out)?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn mkdir(&self, path: &[u8], mode: u32) -> FsResult<()> {
-        let mut e = self.engine();
-        let (parent, name, _) = e.parent_of(path)?;
-        if name.is_empty() || name == b"." || name == b".." {
-            return Err(FsError::new(errno::EEXIST, "file exists"));
-        }
-        if e.lookup(parent.number, &name)?.is_some() {
-            return Err(FsError::new(errno::EEXIST, "file exists"));
-        }
-        e.writable()?;
-        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let ctx = e.ctx;
-        e.fs.create_directory(ctx, parent.number, fname, perms(mode)?)
-            .map_err(|x| e.err(x))?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            let (parent, name, _) = e.parent_of(path)?;
+            if name.is_empty() || name == b"." || name == b".." {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if e.lookup(parent.number, &name)?.is_some() {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            e.writable()?;
+            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let ctx = e.ctx;
+            e.fs.create_directory(ctx, parent.number, fname, perms(mode)?)
+                .map_err(|x| e.err(x))?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn rmdir(&self, path: &[u8]) -> FsResult<()> {
-        let mut e = self.engine();
-        let (parent, name, _) = e.parent_of(path)?;
-        if name.is_empty() {
-            return Err(FsError::new(errno::EBUSY, "cannot remove the root"));
-        }
-        if name == b"." {
-            return Err(FsError::new(errno::EINVAL, "cannot remove '.'"));
-        }
-        if name == b".." {
-            return Err(FsError::new(errno::ENOTEMPTY, "cannot remove '..'"));
-        }
-        let info = e
-            .lookup(parent.number, &name)?
-            .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
-        if !is_dir(&info) {
-            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
-        }
-        e.writable()?;
-        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let out =
-            e.fs.remove_empty_directory(parent.number, fname)
-                .map_err(|x| e.err(x))?;
-        e.reap_or_keep(out)?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            let (parent, name, _) = e.parent_of(path)?;
+            if name.is_empty() {
+                return Err(FsError::new(errno::EBUSY, "cannot remove the root"));
+            }
+            if name == b"." {
+                return Err(FsError::new(errno::EINVAL, "cannot remove '.'"));
+            }
+            if name == b".." {
+                return Err(FsError::new(errno::ENOTEMPTY, "cannot remove '..'"));
+            }
+            let info = e
+                .lookup(parent.number, &name)?
+                .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+            if !is_dir(&info) {
+                return Err(FsError::new(errno::ENOTDIR, "not a directory"));
+            }
+            e.writable()?;
+            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let out =
+                e.fs.remove_empty_directory(parent.number, fname)
+                    .map_err(|x| e.err(x))?;
+            e.reap_or_keep(out)?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn rename(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
-        let mut e = self.engine();
-        let (fparent, fname, ftrail) = e.parent_of(from)?;
-        let (tparent, tname, ttrail) = e.parent_of(to)?;
-        for n in [&fname, &tname] {
-            if n.is_empty() || n == b"." || n == b".." {
-                return Err(FsError::new(errno::EBUSY, "cannot rename '.', '..' or '/'"));
+        self.with(|e| {
+            let (fparent, fname, ftrail) = e.parent_of(from)?;
+            let (tparent, tname, ttrail) = e.parent_of(to)?;
+            for n in [&fname, &tname] {
+                if n.is_empty() || n == b"." || n == b".." {
+                    return Err(FsError::new(errno::EBUSY, "cannot rename '.', '..' or '/'"));
+                }
             }
-        }
-        let src = e
-            .lookup(fparent.number, &fname)?
-            .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
-        if (ftrail || ttrail) && !is_dir(&src) {
-            return Err(FsError::new(errno::ENOTDIR, "not a directory"));
-        }
-        let dst = e.lookup(tparent.number, &tname)?;
-        // Linux order: the source may not be an ancestor of the target (EINVAL),
-        // the target may not be an ancestor of the source (ENOTEMPTY), renaming a
-        // file onto itself does nothing, then the type checks.
-        if is_dir(&src) && e.is_ancestor(src.number, &tparent)? {
-            return Err(FsError::new(
-                errno::EINVAL,
-                "cannot move a directory into itself",
-            ));
-        }
-        if let Some(dst) = &dst {
-            if is_dir(dst) && e.is_ancestor(dst.number, &fparent)? {
-                return Err(FsError::new(errno::ENOTEMPTY, "directory not empty"));
+            let src = e
+                .lookup(fparent.number, &fname)?
+                .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
+            if (ftrail || ttrail) && !is_dir(&src) {
+                return Err(FsError::new(errno::ENOTDIR, "not a directory"));
             }
-            if dst.number == src.number {
-                return Ok(());
+            let dst = e.lookup(tparent.number, &tname)?;
+            // Linux order: the source may not be an ancestor of the target (EINVAL),
+            // the target may not be an ancestor of the source (ENOTEMPTY), renaming a
+            // file onto itself does nothing, then the type checks.
+            if is_dir(&src) && e.is_ancestor(src.number, &tparent)? {
+                return Err(FsError::new(
+                    errno::EINVAL,
+                    "cannot move a directory into itself",
+                ));
             }
-            match (is_dir(&src), is_dir(dst)) {
-                (true, false) => return Err(FsError::new(errno::ENOTDIR, "not a directory")),
-                (false, true) => return Err(FsError::new(errno::EISDIR, "is a directory")),
-                _ => {}
+            if let Some(dst) = &dst {
+                if is_dir(dst) && e.is_ancestor(dst.number, &fparent)? {
+                    return Err(FsError::new(errno::ENOTEMPTY, "directory not empty"));
+                }
+                if dst.number == src.number {
+                    return Ok(());
+                }
+                match (is_dir(&src), is_dir(dst)) {
+                    (true, false) => return Err(FsError::new(errno::ENOTDIR, "not a directory")),
+                    (false, true) => return Err(FsError::new(errno::EISDIR, "is a directory")),
+                    _ => {}
+                }
             }
-        }
-        e.writable()?;
-        let f = FileName::new(&fname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let t = FileName::new(&tname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let out =
-            e.fs.rename(fparent.number, f, tparent.number, t, RenameOptions::REPLACE)
-                .map_err(|x| e.err(x))?;
-        if let Some(r) = out.replaced {
-            e.reap_or_keep(r)?;
-        }
-        e.maybe_checkpoint()
+            e.writable()?;
+            let f = FileName::new(&fname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let t = FileName::new(&tname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let out =
+                e.fs.rename(fparent.number, f, tparent.number, t, RenameOptions::REPLACE)
+                    .map_err(|x| e.err(x))?;
+            if let Some(r) = out.replaced {
+                e.reap_or_keep(r)?;
+            }
+            e.maybe_checkpoint()
+        })
     }
 
     fn link(&self, existing: &[u8], new: &[u8]) -> FsResult<()> {
-        let mut e = self.engine();
-        // Linux order: resolve the source, then create the new name's slot
-        // (ENOENT/EEXIST), then the directory check (EPERM).
-        let src = e.walk(existing, false)?;
-        let (parent, name, trailing) = e.parent_of(new)?;
-        if name.is_empty() || name == b"." || name == b".." {
-            return Err(FsError::new(errno::EEXIST, "file exists"));
-        }
-        if e.lookup(parent.number, &name)?.is_some() {
-            return Err(FsError::new(errno::EEXIST, "file exists"));
-        }
-        if trailing {
-            return Err(FsError::new(errno::ENOENT, "no such directory"));
-        }
-        if is_dir(&src) {
-            return Err(FsError::new(
-                errno::EPERM,
-                "hard links to directories are not allowed",
-            ));
-        }
-        e.writable()?;
-        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        e.fs.hard_link(src.number, parent.number, fname)
-            .map_err(|x| e.err(x))?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            // Linux order: resolve the source, then create the new name's slot
+            // (ENOENT/EEXIST), then the directory check (EPERM).
+            let src = e.walk(existing, false)?;
+            let (parent, name, trailing) = e.parent_of(new)?;
+            if name.is_empty() || name == b"." || name == b".." {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if e.lookup(parent.number, &name)?.is_some() {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if trailing {
+                return Err(FsError::new(errno::ENOENT, "no such directory"));
+            }
+            if is_dir(&src) {
+                return Err(FsError::new(
+                    errno::EPERM,
+                    "hard links to directories are not allowed",
+                ));
+            }
+            e.writable()?;
+            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            e.fs.hard_link(src.number, parent.number, fname)
+                .map_err(|x| e.err(x))?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn symlink(&self, target: &[u8], path: &[u8]) -> FsResult<()> {
@@ -1105,32 +1222,34 @@ where
         if target.len() >= PATH_MAX {
             return Err(FsError::new(errno::ENAMETOOLONG, "target too long"));
         }
-        let mut e = self.engine();
-        let (parent, name, trailing) = e.parent_of(path)?;
-        if name.is_empty() || name == b"." || name == b".." {
-            return Err(FsError::new(errno::EEXIST, "file exists"));
-        }
-        if e.lookup(parent.number, &name)?.is_some() {
-            return Err(FsError::new(errno::EEXIST, "file exists"));
-        }
-        if trailing {
-            return Err(FsError::new(errno::ENOENT, "no such directory"));
-        }
-        e.writable()?;
-        let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-        let ctx = e.ctx;
-        e.fs.create_symlink(ctx, parent.number, fname, target)
-            .map_err(|x| e.err(x))?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            let (parent, name, trailing) = e.parent_of(path)?;
+            if name.is_empty() || name == b"." || name == b".." {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if e.lookup(parent.number, &name)?.is_some() {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if trailing {
+                return Err(FsError::new(errno::ENOENT, "no such directory"));
+            }
+            e.writable()?;
+            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let ctx = e.ctx;
+            e.fs.create_symlink(ctx, parent.number, fname, target)
+                .map_err(|x| e.err(x))?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn readlink(&self, path: &[u8]) -> FsResult<Vec<u8>> {
-        let mut e = self.engine();
-        let info = e.walk(path, false)?;
-        if !is_symlink(&info) {
-            return Err(FsError::new(errno::EINVAL, "not a symbolic link"));
-        }
-        e.read_link(&info)
+        self.with(|e| {
+            let info = e.walk(path, false)?;
+            if !is_symlink(&info) {
+                return Err(FsError::new(errno::EINVAL, "not a symbolic link"));
+            }
+            e.read_link(&info)
+        })
     }
 
     fn readdir(&self, file: &OpenFile) -> FsResult<Vec<DirEntry>> {
@@ -1138,94 +1257,99 @@ where
         if !file.is_dir {
             return Err(FsError::new(errno::ENOTDIR, "not a directory"));
         }
-        let mut e = self.engine();
-        let mut out = Vec::new();
-        let mut cursor = DirectoryCursor::Start;
-        loop {
-            let batch = e.fs.read_directory(n, cursor, 4096).map_err(|x| e.err(x))?;
-            let Some(last) = batch.last() else { break };
-            cursor = last.next_cursor;
-            out.extend(batch.into_iter().map(|d| DirEntry {
-                name: d.name,
-                ino: d.inode.as_u64(),
-                file_type: file_type(d.file_type),
-            }));
-            if matches!(cursor, DirectoryCursor::End) {
-                break;
+        self.with(|e| {
+            let mut out = Vec::new();
+            let mut cursor = DirectoryCursor::Start;
+            loop {
+                let batch = e.fs.read_directory(n, cursor, 4096).map_err(|x| e.err(x))?;
+                let Some(last) = batch.last() else { break };
+                cursor = last.next_cursor;
+                out.extend(batch.into_iter().map(|d| DirEntry {
+                    name: d.name,
+                    ino: d.inode.as_u64(),
+                    file_type: file_type(d.file_type),
+                }));
+                if matches!(cursor, DirectoryCursor::End) {
+                    break;
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn chmod(&self, path: &[u8], mode: u32) -> FsResult<()> {
-        let mut e = self.engine();
-        let info = e.walk(path, true)?;
-        e.update(
-            info.number,
-            InodeMetadataUpdate {
-                permissions: Some(perms(mode)?),
-                ..Default::default()
-            },
-        )?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            let info = e.walk(path, true)?;
+            e.update(
+                info.number,
+                InodeMetadataUpdate {
+                    permissions: Some(perms(mode)?),
+                    ..Default::default()
+                },
+            )?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn fchmod(&self, file: &OpenFile, mode: u32) -> FsResult<()> {
         let n = Self::file_ino(file)?;
-        let mut e = self.engine();
-        e.update(
-            n,
-            InodeMetadataUpdate {
-                permissions: Some(perms(mode)?),
-                ..Default::default()
-            },
-        )?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            e.update(
+                n,
+                InodeMetadataUpdate {
+                    permissions: Some(perms(mode)?),
+                    ..Default::default()
+                },
+            )?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn chown(&self, path: &[u8], uid: Option<u32>, gid: Option<u32>, follow: bool) -> FsResult<()> {
-        let mut e = self.engine();
-        let info = e.walk(path, follow)?;
-        let owner = (uid.unwrap_or(info.uid), gid.unwrap_or(info.gid));
-        e.update(
-            info.number,
-            InodeMetadataUpdate {
-                owner: Some(owner),
-                ..Default::default()
-            },
-        )?;
-        e.maybe_checkpoint()
+        self.with(|e| {
+            let info = e.walk(path, follow)?;
+            let owner = (uid.unwrap_or(info.uid), gid.unwrap_or(info.gid));
+            e.update(
+                info.number,
+                InodeMetadataUpdate {
+                    owner: Some(owner),
+                    ..Default::default()
+                },
+            )?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn utimens(&self, path: &[u8], atime: SetTime, mtime: SetTime, follow: bool) -> FsResult<()> {
-        let mut e = self.engine();
-        let info = e.walk(path, follow)?;
-        let now = SysClock.now().map_err(|x| e.err(x))?;
-        let conv = |t: SetTime| -> FsResult<Option<Ext4Timestamp>> {
-            Ok(match t {
-                SetTime::Omit => None,
-                SetTime::Now => Some(now),
-                SetTime::At(ts) => {
-                    if ts.nsec >= 1_000_000_000 {
-                        return Err(FsError::new(errno::EINVAL, "nanoseconds out of range"));
+        self.with(|e| {
+            let info = e.walk(path, follow)?;
+            let now = SysClock.now().map_err(|x| e.err(x))?;
+            let conv = |t: SetTime| -> FsResult<Option<Ext4Timestamp>> {
+                Ok(match t {
+                    SetTime::Omit => None,
+                    SetTime::Now => Some(now),
+                    SetTime::At(ts) => {
+                        if ts.nsec >= 1_000_000_000 {
+                            return Err(FsError::new(errno::EINVAL, "nanoseconds out of range"));
+                        }
+                        Some(Ext4Timestamp {
+                            sec: ts.sec,
+                            nsec: ts.nsec,
+                        })
                     }
-                    Some(Ext4Timestamp {
-                        sec: ts.sec,
-                        nsec: ts.nsec,
-                    })
-                }
-            })
-        };
-        let u = InodeMetadataUpdate {
-            atime: conv(atime)?,
-            mtime: conv(mtime)?,
-            ..Default::default()
-        };
-        if u.atime.is_none() && u.mtime.is_none() {
-            return Ok(());
-        }
-        e.update(info.number, u)?;
-        e.maybe_checkpoint()
+                })
+            };
+            let u = InodeMetadataUpdate {
+                atime: conv(atime)?,
+                mtime: conv(mtime)?,
+                ..Default::default()
+            };
+            if u.atime.is_none() && u.mtime.is_none() {
+                return Ok(());
+            }
+            e.update(info.number, u)?;
+            e.maybe_checkpoint()
+        })
     }
 
     fn getlk(&self, file: &OpenFile, req: &RecordLock) -> FsResult<Option<RecordLock>> {
@@ -1265,15 +1389,16 @@ where
     }
 
     fn statfs(&self) -> FsResult<StatFs> {
-        let e = self.engine();
-        let s = e.fs.statfs();
-        Ok(StatFs {
-            block_size: s.block_size,
-            blocks: s.total_blocks,
-            free_blocks: s.free_blocks,
-            files: u64::from(s.total_inodes),
-            free_files: u64::from(s.free_inodes),
-            name_max: NAME_MAX as u64,
+        self.with(|e| {
+            let s = e.fs.statfs();
+            Ok(StatFs {
+                block_size: s.block_size,
+                blocks: s.total_blocks,
+                free_blocks: s.free_blocks,
+                files: u64::from(s.total_inodes),
+                free_files: u64::from(s.free_inodes),
+                name_max: NAME_MAX as u64,
+            })
         })
     }
 }

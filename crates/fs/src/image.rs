@@ -64,11 +64,21 @@ pub const MKFS_ARGS: &[&str] = &[
 /// Makes a plain ext4 image of `size` bytes at `plain` (created or truncated),
 /// filled from `from` when given (`mkfs.ext4 -d`).
 pub fn mkfs(plain: &Path, size: u64, from: Option<&Path>) -> Result<(), ImageError> {
+    mkfs_with(plain, size, from, &[])
+}
+
+/// [`mkfs`] with extra `mkfs.ext4` arguments (e.g. `-N 200000` for more inodes).
+pub fn mkfs_with(
+    plain: &Path,
+    size: u64,
+    from: Option<&Path>,
+    extra: &[&str],
+) -> Result<(), ImageError> {
     let f = File::create(plain).map_err(io(plain))?;
     f.set_len(size).map_err(io(plain))?;
     drop(f);
     let mut cmd = Command::new("mkfs.ext4");
-    cmd.args(MKFS_ARGS);
+    cmd.args(MKFS_ARGS).args(extra);
     if let Some(d) = from {
         if !d.is_dir() {
             return Err(ImageError::Tool(format!(
@@ -230,12 +240,22 @@ pub fn format<Q: BlockQueue>(
     from: Option<&Path>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), ImageError> {
+    format_with(disk, from, &[], progress)
+}
+
+/// [`format`] with extra `mkfs.ext4` arguments.
+pub fn format_with<Q: BlockQueue>(
+    disk: &mut SealedDisk<Q>,
+    from: Option<&Path>,
+    extra: &[&str],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), ImageError> {
     let tmp = tempfile::Builder::new()
         .prefix("rktio-mkfs-")
         .tempfile()
         .map_err(|e| ImageError::Tool(format!("temporary file: {e}")))?;
     let path = tmp.path().to_path_buf();
-    mkfs(&path, disk.logical_blocks() * BLOCK_SIZE as u64, from)?;
+    mkfs_with(&path, disk.logical_blocks() * BLOCK_SIZE as u64, from, extra)?;
     import(&path, disk, progress)?;
     Ok(())
 }

@@ -12,8 +12,13 @@ pub fn key() -> KeySource {
 
 /// A sealed disk of `mib` MiB (logical) in RAM, with a fresh ext4 on it.
 pub fn new_fs_disk(mib: u64) -> MemDisk {
+    new_fs_disk_with(mib, &[])
+}
+
+/// Like [`new_fs_disk`], with extra `mkfs.ext4` arguments.
+pub fn new_fs_disk_with(mib: u64, extra: &[&str]) -> MemDisk {
     let logical = mib * 256;
-    let media = MemDisk::new(logical + logical / 10 + 512);
+    let media = MemDisk::new(logical + logical / 8 + 512);
     let mut d =
         SealedDisk::create(media.queue(16).unwrap(), &key(), &CreateOptions::default()).unwrap();
     assert!(
@@ -21,7 +26,7 @@ pub fn new_fs_disk(mib: u64) -> MemDisk {
         "{} < {logical}",
         d.logical_blocks()
     );
-    image::format(&mut d, None, &mut |_, _| {}).unwrap();
+    image::format_with(&mut d, None, extra, &mut |_, _| {}).unwrap();
     media
 }
 
