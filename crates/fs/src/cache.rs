@@ -8,6 +8,7 @@
 //! a no-op: ordering below a checkpoint does not matter, because the sealed disk
 //! commits atomically.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
@@ -49,7 +50,8 @@ pub struct PageCache<Q: BlockQueue> {
     disk: SealedDisk<Q>,
     pages: LruCache<u64, Page>,
     capacity: usize,
-    dirty: usize,
+    /// Dirty pages, in block order (write-back walks only these).
+    dirty: BTreeSet<u64>,
     stats: CacheStats,
     /// The first sealed-disk error since the last successful checkpoint: the
     /// engine only sees "I/O error", the file system reports this one.
@@ -64,7 +66,7 @@ impl<Q: BlockQueue> std::fmt::Debug for PageCache<Q> {
         f.debug_struct("PageCache")
             .field("pages", &self.pages.len())
             .field("capacity", &self.capacity)
-            .field("dirty", &self.dirty)
+            .field("dirty", &self.dirty.len())
             .field("stats", &self.stats)
             .finish()
     }
@@ -78,7 +80,7 @@ impl<Q: BlockQueue> PageCache<Q> {
             disk,
             pages: LruCache::unbounded(),
             capacity,
-            dirty: 0,
+            dirty: BTreeSet::new(),
             stats: CacheStats::default(),
             error: None,
             next_seq: u64::MAX,
@@ -119,7 +121,7 @@ impl<Q: BlockQueue> PageCache<Q> {
 
     /// Dirty pages held now.
     pub fn dirty(&self) -> usize {
-        self.dirty
+        self.dirty.len()
     }
 
     /// The bound, in pages.
@@ -144,8 +146,9 @@ impl<Q: BlockQueue> PageCache<Q> {
     /// use up half of what the sealed disk can still take before a commit, or
     /// half of the cache.
     pub fn wants_checkpoint(&self) -> bool {
-        let dirty = self.dirty as u64;
-        dirty > 0 && (2 * dirty >= self.disk.write_budget() || 2 * self.dirty >= self.capacity)
+        let dirty = self.dirty.len() as u64;
+        dirty > 0
+            && (2 * dirty >= self.disk.write_budget() || 2 * self.dirty.len() >= self.capacity)
     }
 
     /// How many blocks a single step of a large write may dirty before the file
@@ -264,10 +267,7 @@ impl<Q: BlockQueue> PageCache<Q> {
             }
             if let Some(p) = self.pages.get_mut(&lba) {
                 p.data.copy_from_slice(chunk);
-                if !p.dirty {
-                    p.dirty = true;
-                    self.dirty += 1;
-                }
+                p.dirty = true;
             } else {
                 let mut b = self.take_spare();
                 b.copy_from_slice(chunk);
@@ -278,8 +278,8 @@ impl<Q: BlockQueue> PageCache<Q> {
                         dirty: true,
                     },
                 );
-                self.dirty += 1;
             }
+            self.dirty.insert(lba);
         }
         self.shrink()
     }
@@ -295,7 +295,7 @@ impl<Q: BlockQueue> PageCache<Q> {
                 };
                 self.stats.evictions += 1;
                 if page.dirty {
-                    self.dirty -= 1;
+                    self.dirty.remove(&lba);
                     batch.push((lba, page.data));
                 } else {
                     self.spare_or_drop(page.data);
@@ -309,7 +309,7 @@ impl<Q: BlockQueue> PageCache<Q> {
                 // Keep the data: put the pages back dirty so nothing is lost in memory.
                 for (lba, data) in batch {
                     self.pages.put(lba, Page { data, dirty: true });
-                    self.dirty += 1;
+                    self.dirty.insert(lba);
                 }
                 return Err(self.fail(e));
             }
@@ -358,14 +358,9 @@ impl<Q: BlockQueue> PageCache<Q> {
 
     /// Writes every dirty page back (in block order, in batches of the queue depth).
     pub fn write_back(&mut self) -> Result<(), SealError> {
-        let mut lbas: Vec<u64> = self
-            .pages
-            .iter()
-            .filter(|(_, p)| p.dirty)
-            .map(|(l, _)| *l)
-            .collect();
-        lbas.sort_unstable();
-        for chunk in lbas.chunks(EVICT_BATCH * 4) {
+        let lbas: Vec<u64> = self.dirty.iter().copied().collect();
+        // Big chunks: the sealed disk keeps its queue full while we submit.
+        for chunk in lbas.chunks(8192) {
             let mut first_err = None;
             for (i, lba) in chunk.iter().enumerate() {
                 let Some(p) = self.pages.peek(lba) else {
@@ -392,12 +387,10 @@ impl<Q: BlockQueue> PageCache<Q> {
                 return Err(e);
             }
             for lba in chunk {
-                if let Some(p) = self.pages.peek_mut(lba)
-                    && p.dirty
-                {
+                if let Some(p) = self.pages.peek_mut(lba) {
                     p.dirty = false;
-                    self.dirty -= 1;
                 }
+                self.dirty.remove(lba);
             }
             self.stats.writebacks += chunk.len() as u64;
         }

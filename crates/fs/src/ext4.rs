@@ -7,9 +7,10 @@ use rktio_blk::BlockQueue;
 use rktio_seal::SealedDisk;
 use rsext4::{
     Clock, DirectoryCursor, DirectoryEntryType, EntropySource, Ext4, Ext4Error, Ext4ErrorKind,
-    Ext4Result, Ext4Timestamp, FileName, FilePermissions, InodeInfo, InodeMetadataUpdate,
-    InodeNumber, MountServices, MountedServices, MutationContext, NoopObserver,
-    FileExtentTarget, PreallocationOptions, RangeOperation, RenameOptions, UnlinkOutcome, ZeroRangeOptions,
+    Ext4Result, Ext4Timestamp, FileExtentTarget, FileName, FilePermissions, InodeInfo,
+    InodeMetadataUpdate, InodeNumber, MountServices, MountedServices, MutationContext,
+    NoopObserver, PreallocationOptions, RangeOperation, RenameOptions, UnlinkOutcome,
+    ZeroRangeOptions,
 };
 
 use crate::cache::{CacheDev, PageCache, lock};
@@ -889,9 +890,7 @@ where
         if !file.read {
             return Err(FsError::new(errno::EBADF, "not open for reading"));
         }
-        self.with(|e| {
-            e.read_at(n, buf, offset)
-        })
+        self.with(|e| e.read_at(n, buf, offset))
     }
 
     fn pwrite(&self, file: &OpenFile, buf: &[u8], offset: u64) -> FsResult<usize> {
@@ -1053,9 +1052,7 @@ where
 
     fn fstat(&self, file: &OpenFile) -> FsResult<Stat> {
         let n = Self::file_ino(file)?;
-        self.with(|e| {
-            e.inode(n).map(|i| to_stat(&i))
-        })
+        self.with(|e| e.inode(n).map(|i| to_stat(&i)))
     }
 
     fn stat(&self, path: &[u8]) -> FsResult<Stat> {
@@ -1082,7 +1079,8 @@ where
                 return Err(FsError::new(errno::ENOTDIR, "not a directory"));
             }
             e.writable()?;
-            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let fname =
+                FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
             let out = e.fs.unlink(parent.number, fname).map_err(|x| e.err(x))?;
             e.reap_or_keep(out)?;
             e.maybe_checkpoint()
@@ -1099,7 +1097,8 @@ where
                 return Err(FsError::new(errno::EEXIST, "file exists"));
             }
             e.writable()?;
-            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let fname =
+                FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
             let ctx = e.ctx;
             e.fs.create_directory(ctx, parent.number, fname, perms(mode)?)
                 .map_err(|x| e.err(x))?;
@@ -1126,7 +1125,8 @@ where
                 return Err(FsError::new(errno::ENOTDIR, "not a directory"));
             }
             e.writable()?;
-            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let fname =
+                FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
             let out =
                 e.fs.remove_empty_directory(parent.number, fname)
                     .map_err(|x| e.err(x))?;
@@ -1208,7 +1208,8 @@ where
                 ));
             }
             e.writable()?;
-            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let fname =
+                FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
             e.fs.hard_link(src.number, parent.number, fname)
                 .map_err(|x| e.err(x))?;
             e.maybe_checkpoint()
@@ -1234,7 +1235,8 @@ where
                 return Err(FsError::new(errno::ENOENT, "no such directory"));
             }
             e.writable()?;
-            let fname = FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let fname =
+                FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
             let ctx = e.ctx;
             e.fs.create_symlink(ctx, parent.number, fname, target)
                 .map_err(|x| e.err(x))?;

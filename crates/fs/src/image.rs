@@ -255,7 +255,12 @@ pub fn format_with<Q: BlockQueue>(
         .tempfile()
         .map_err(|e| ImageError::Tool(format!("temporary file: {e}")))?;
     let path = tmp.path().to_path_buf();
-    mkfs_with(&path, disk.logical_blocks() * BLOCK_SIZE as u64, from, extra)?;
+    mkfs_with(
+        &path,
+        disk.logical_blocks() * BLOCK_SIZE as u64,
+        from,
+        extra,
+    )?;
     import(&path, disk, progress)?;
     Ok(())
 }

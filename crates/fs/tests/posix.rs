@@ -219,7 +219,10 @@ fn open_flags_links_metadata_locks_statfs() {
             .errno,
         errno::EAGAIN
     );
-    assert_eq!(fs.getlk(&g, &lk(LockKind::Read, 2)).unwrap().unwrap().owner, 1);
+    assert_eq!(
+        fs.getlk(&g, &lk(LockKind::Read, 2)).unwrap().unwrap().owner,
+        1
+    );
     fs.unlock_all(&g, 1);
     fs.setlk(&g, &lk(LockKind::Read, 2), false).unwrap();
     fs.close(&g).unwrap();
@@ -228,7 +231,10 @@ fn open_flags_links_metadata_locks_statfs() {
     fs.mkdir(b"/d/e", 0o700).unwrap();
     assert_eq!(fs.stat(b"/d").unwrap().nlink, 3);
     assert_eq!(fs.rmdir(b"/d").unwrap_err().errno, errno::ENOTEMPTY);
-    assert_eq!(fs.rename(b"/d", b"/d/e/f").unwrap_err().errno, errno::EINVAL);
+    assert_eq!(
+        fs.rename(b"/d", b"/d/e/f").unwrap_err().errno,
+        errno::EINVAL
+    );
     fs.rmdir(b"/d/e").unwrap();
     fs.rmdir(b"/d").unwrap();
     let s = fs.statfs().unwrap();
@@ -338,4 +344,36 @@ fn threads_share_the_file_system() {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, out) = fsck(&mut disk, &tmp.path().join("p.img"));
     assert!(clean, "{out}");
+}
+
+/// An image made elsewhere with ext4's journal (mkfs.ext4 default) mounts,
+/// takes writes, survives a remount and stays e2fsck-clean.
+#[test]
+fn image_with_a_journal_works() {
+    let media = new_fs_disk_with(64, &["-O", "has_journal"]);
+    let fs = mount(&media);
+    let f = fs.open(b"/j", &rw()).unwrap();
+    fs.pwrite(&f, &[9u8; 100_000], 0).unwrap();
+    fs.fsync(&f).unwrap();
+    fs.close(&f).unwrap();
+    fs.mkdir(b"/dir", 0o755).unwrap();
+    fs.rename(b"/j", b"/dir/j").unwrap();
+    drop(fs.unmount().unwrap());
+    let fs = mount(&media);
+    let f = fs.open(b"/dir/j", &OpenOptions::default()).unwrap();
+    let mut b = vec![0u8; 100_000];
+    assert_eq!(fs.pread(&f, &mut b, 0).unwrap(), 100_000);
+    assert!(b.iter().all(|&x| x == 9));
+    fs.close(&f).unwrap();
+    let mut disk = fs.unmount().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("j.img");
+    let (clean, out) = fsck(&mut disk, &img);
+    assert!(clean, "{out}");
+    let dump = std::process::Command::new("dumpe2fs")
+        .args(["-h"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&dump.stdout).contains("has_journal"));
 }

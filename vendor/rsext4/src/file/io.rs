@@ -1860,6 +1860,11 @@ fn read_symlink_target<B: BlockIo>(
     if size == 0 {
         return Ok(Vec::new());
     }
+    // rkt-io patch: a symlink target fits in one block (Linux: PATH_MAX); a
+    // hostile size must not become a huge allocation (which aborts).
+    if size > fs.block_size() {
+        return Err(Ext4Error::corrupted().with_operation("symlink:target_too_long"));
+    }
 
     // Fast symlinks consume no data blocks. Length alone is insufficient:
     // e2fsprogs stores a 60-byte target in a regular data block.
