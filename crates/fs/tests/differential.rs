@@ -221,7 +221,7 @@ fn random_op(r: &mut Rng) -> Op {
         48..=51 => Op::Ftruncate { slot, len: big(r) },
         52..=54 => Op::Fallocate {
             slot,
-            mode: r.below(3) as u8,
+            mode: r.below(5) as u8,
             off: r.below(1 << 20),
             len: 1 + r.below(100_000),
         },
@@ -384,7 +384,9 @@ impl Kernel {
                     let m = match mode {
                         0 => FallocateFlags::empty(),
                         1 => FallocateFlags::KEEP_SIZE,
-                        _ => FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                        2 => FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                        3 => FallocateFlags::ZERO_RANGE,
+                        _ => FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
                     };
                     f::fallocate(fd, m, *off, *len).map_or_else(kerr, |()| Out::Ok)
                 }
@@ -519,7 +521,9 @@ impl Ours<'_> {
                             let m = match mode {
                                 0 => Fallocate::Allocate,
                                 1 => Fallocate::AllocateKeepSize,
-                                _ => Fallocate::PunchHole,
+                                2 => Fallocate::PunchHole,
+                                3 => Fallocate::ZeroRange { keep_size: false },
+                                _ => Fallocate::ZeroRange { keep_size: true },
                             };
                             ours(fs.fallocate(&f, m, *off, *len), |()| Out::Ok)
                         }

@@ -377,3 +377,37 @@ fn image_with_a_journal_works() {
         .unwrap();
     assert!(String::from_utf8_lossy(&dump.stdout).contains("has_journal"));
 }
+
+#[test]
+fn fallocate_modes() {
+    let media = new_fs_disk(32);
+    let fs = mount(&media);
+    let f = fs.open(b"/z", &rw()).unwrap();
+    fs.pwrite(&f, &[7u8; 40_000], 0).unwrap();
+    fs.fallocate(&f, Fallocate::ZeroRange { keep_size: true }, 5000, 10_000)
+        .unwrap();
+    fs.fallocate(&f, Fallocate::PunchHole, 20_000, 9000)
+        .unwrap();
+    let mut b = vec![0u8; 40_000];
+    assert_eq!(fs.pread(&f, &mut b, 0).unwrap(), 40_000);
+    for (i, &x) in b.iter().enumerate() {
+        let zero = (5000..15_000).contains(&i) || (20_000..29_000).contains(&i);
+        assert_eq!(x, if zero { 0 } else { 7 }, "byte {i}");
+    }
+    fs.fallocate(&f, Fallocate::ZeroRange { keep_size: false }, 50_000, 100)
+        .unwrap();
+    assert_eq!(fs.fstat(&f).unwrap().size, 50_100);
+    fs.fallocate(&f, Fallocate::Allocate, 60_000, 4096).unwrap();
+    assert_eq!(fs.fstat(&f).unwrap().size, 64_096);
+    assert_eq!(
+        fs.fallocate(&f, Fallocate::Allocate, 0, 0)
+            .unwrap_err()
+            .errno,
+        errno::EINVAL
+    );
+    fs.close(&f).unwrap();
+    let mut disk = fs.unmount().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, out) = fsck(&mut disk, &tmp.path().join("p.img"));
+    assert!(clean, "{out}");
+}
