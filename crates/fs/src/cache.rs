@@ -21,7 +21,7 @@ use rsext4::{
 /// Dirty pages written back together when the cache has to make room.
 const EVICT_BATCH: usize = 64;
 /// Largest read-ahead window, in blocks.
-const MAX_READAHEAD: u64 = 64;
+const MAX_READAHEAD: u64 = 256;
 
 /// Counters of the page cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -359,19 +359,30 @@ impl<Q: BlockQueue> PageCache<Q> {
     /// Writes every dirty page back (in block order, in batches of the queue depth).
     pub fn write_back(&mut self) -> Result<(), SealError> {
         let lbas: Vec<u64> = self.dirty.iter().copied().collect();
-        // Big chunks: the sealed disk keeps its queue full while we submit.
+        // Keep the queue full but no deeper: reap completions as we go (letting
+        // thousands of completions pile up in the sealed disk is far slower).
+        let depth = self.disk.queue().depth().max(2);
+        let mut done = Vec::new();
         for chunk in lbas.chunks(8192) {
             let mut first_err = None;
+            done.clear();
             for (i, lba) in chunk.iter().enumerate() {
                 let Some(p) = self.pages.peek(lba) else {
                     continue;
                 };
+                while first_err.is_none() && self.disk.outstanding() >= depth {
+                    if let Err(e) = self.disk.poll(1, &mut done) {
+                        first_err = Some(e);
+                    }
+                }
+                if first_err.is_some() {
+                    break;
+                }
                 if let Err(e) = self.disk.submit_write(*lba, &p.data, i as u64) {
                     first_err = Some(e);
                     break;
                 }
             }
-            let mut done = Vec::new();
             while self.disk.outstanding() > 0 {
                 if let Err(e) = self.disk.poll(1, &mut done) {
                     first_err.get_or_insert(e);
