@@ -1,0 +1,107 @@
+//! Any [`Nic`] as a smoltcp `Device`.
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::{ETH_HEADER, Nic};
+
+/// Frames pulled from the NIC per batch.
+const RX_BATCH: usize = 64;
+
+/// A smoltcp device over a NIC, with a small receive batch buffer.
+#[derive(Debug)]
+pub struct SmolDevice<N: Nic> {
+    nic: N,
+    rx: VecDeque<Vec<u8>>,
+    batch: Vec<Vec<u8>>,
+}
+
+impl<N: Nic> SmolDevice<N> {
+    /// Wraps a NIC.
+    pub fn new(nic: N) -> Self {
+        Self {
+            nic,
+            rx: VecDeque::new(),
+            batch: Vec::with_capacity(RX_BATCH),
+        }
+    }
+
+    /// The NIC.
+    pub fn nic(&self) -> &N {
+        &self.nic
+    }
+
+    fn refill(&mut self) {
+        if self.rx.is_empty() {
+            self.batch.clear();
+            match self.nic.recv(&mut self.batch, RX_BATCH) {
+                Ok(_) => self.rx.extend(self.batch.drain(..)),
+                Err(e) => tracing::warn!("nic receive: {e}"),
+            }
+        }
+    }
+}
+
+/// A received frame.
+#[derive(Debug)]
+pub struct Rx(Vec<u8>);
+
+/// Room to send one frame.
+#[derive(Debug)]
+pub struct Tx<'a, N: Nic>(&'a mut N);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(&self.0)
+    }
+}
+
+impl<N: Nic> phy::TxToken for Tx<'_, N> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        match self.0.send(&buf) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("nic queue full: frame dropped"),
+            Err(e) => tracing::warn!("nic send: {e}"),
+        }
+        r
+    }
+}
+
+impl<N: Nic> Device for SmolDevice<N> {
+    type RxToken<'a>
+        = Rx
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = Tx<'a, N>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.refill();
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.nic)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx(&mut self.nic))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = self.nic.mtu() + ETH_HEADER;
+        c.max_burst_size = Some(RX_BATCH);
+        c
+    }
+}

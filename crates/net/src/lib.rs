@@ -1,0 +1,61 @@
+//! rkt-io's network layer (issue 4, in progress).
+//!
+//! - [`Nic`]: one interface over NIC queues: batched receive and send of Ethernet
+//!   frames. Backends: [`PipeNic`] (an in-memory pair, for tests and for joining
+//!   two stacks in one process) now; AF_XDP and TAP next.
+//! - [`SmolDevice`]: any [`Nic`] as a smoltcp device, so the smoltcp TCP/IP stack
+//!   runs over it.
+//!
+//! Every frame a backend hands up is checked (length within the MTU and at least
+//! an Ethernet header); a bad one is dropped and counted, never a panic.
+
+#![forbid(unsafe_code)]
+
+mod device;
+mod pipe;
+
+pub use device::SmolDevice;
+pub use pipe::PipeNic;
+
+/// Ethernet header length.
+pub const ETH_HEADER: usize = 14;
+
+/// Counters of a NIC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NicStats {
+    /// Frames received and handed up.
+    pub rx_frames: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Frames dropped on receive because they were malformed (too short, too long).
+    pub rx_dropped_bad: u64,
+    /// Frames dropped on send because the queue was full.
+    pub tx_dropped_full: u64,
+}
+
+/// NIC errors.
+#[derive(Debug, thiserror::Error)]
+pub enum NicError {
+    /// The other end is gone.
+    #[error("the link is down: {0}")]
+    Down(String),
+    /// A frame the caller gave is not sendable.
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+}
+
+/// A network interface over NIC queues: batched receive and send of whole
+/// Ethernet frames.
+pub trait Nic: Send + std::fmt::Debug {
+    /// Moves up to `max` received frames into `out` (each checked: at least an
+    /// Ethernet header, at most MTU + header). Returns how many were added.
+    fn recv(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> Result<usize, NicError>;
+    /// Queues one frame for sending. Returns false if it was dropped (queue full).
+    fn send(&mut self, frame: &[u8]) -> Result<bool, NicError>;
+    /// Whether `recv` would return at least one frame now.
+    fn rx_ready(&self) -> bool;
+    /// IP MTU (frames carry up to MTU + 14 bytes).
+    fn mtu(&self) -> usize;
+    /// Counters.
+    fn stats(&self) -> NicStats;
+}
