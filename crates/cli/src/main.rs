@@ -27,6 +27,30 @@ enum Command {
     /// Create, inspect and check sealed disk images.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
+    /// WireGuard keys, compatible with `wg genkey` and `wg pubkey`.
+    #[command(subcommand)]
+    Wg(WgCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WgCommand {
+    /// Print a new random private key (base64).
+    Genkey,
+    /// Read a private key (base64) on stdin and print its public key.
+    Pubkey,
+}
+
+fn wg(c: WgCommand) -> Result<(), Box<dyn std::error::Error>> {
+    match c {
+        WgCommand::Genkey => println!("{}", rktio_net::Key::generate()?.to_base64()),
+        WgCommand::Pubkey => {
+            let mut s = zeroize::Zeroizing::new(String::new());
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            let k = rktio_net::Key::from_base64(&s).map_err(|e| format!("stdin: {e}"))?;
+            println!("{}", k.public().to_base64());
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -39,6 +63,7 @@ fn main() -> ExitCode {
     let before = rktio_sys::HostCalls::snapshot();
     let result = match cli.command {
         Command::Disk(c) => disk::run(c),
+        Command::Wg(c) => wg(c),
     };
     if cli.stats {
         let calls = rktio_sys::HostCalls::snapshot().since(&before);

@@ -393,3 +393,37 @@ fn file_system_image_tooling() {
         text(&o)
     );
 }
+
+/// `rktio wg genkey | rktio wg pubkey`, as with wireguard-tools.
+#[test]
+fn wg_genkey_and_pubkey() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = rktio(dir.path(), &["wg", "genkey"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let private = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(private.trim().len(), 44);
+    let pubkey = |input: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rktio"))
+            .args(["wg", "pubkey"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    // RFC 7748 section 6.1 (Alice), in WireGuard's base64.
+    let o = pubkey("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap().trim(),
+        "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
+    );
+    let o = pubkey(&private);
+    assert!(o.status.success());
+    let o = pubkey("not a key");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("base64"), "{}", text(&o));
+}

@@ -13,9 +13,11 @@
 
 mod device;
 mod pipe;
+pub mod wgconf;
 
 pub use device::SmolDevice;
 pub use pipe::PipeNic;
+pub use wgconf::{Key, WgConfig};
 
 /// Ethernet header length.
 pub const ETH_HEADER: usize = 14;
