@@ -11,13 +11,26 @@
 
 #![forbid(unsafe_code)]
 
+use std::os::fd::BorrowedFd;
+
 mod device;
 mod pipe;
+mod socket;
+mod stack;
+mod tap;
+pub mod wg;
 pub mod wgconf;
 
-pub use device::SmolDevice;
+pub use device::{SmolDevice, TunDevice};
 pub use pipe::PipeNic;
-pub use wgconf::{Key, WgConfig};
+pub use socket::{
+    CONNECT_TIMEOUT, MAX_BACKLOG, Net, NetError, PollConfig, TcpListener, TcpOptions, TcpStream,
+    UdpSocket,
+};
+pub use stack::{Security, Stack, StackConfig, StackError, StackStats, WG_DEFAULT_MTU};
+pub use tap::TapNic;
+pub use wg::{WgStats, WgTunnel};
+pub use wgconf::{Cidr, Key, WgConfig};
 
 /// Ethernet header length.
 pub const ETH_HEADER: usize = 14;
@@ -60,4 +73,34 @@ pub trait Nic: Send + std::fmt::Debug {
     fn mtu(&self) -> usize;
     /// Counters.
     fn stats(&self) -> NicStats;
+    /// A descriptor that becomes readable when frames arrive, for an idle poller to
+    /// park on (`None`: the NIC cannot wake a sleeper and must be polled).
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// Called before parking on [`Nic::wait_fd`]: clears stale wake-ups (and, for
+    /// queues with a need-wakeup flag, asks the host to wake us).
+    fn prepare_wait(&mut self) {}
+}
+
+impl Nic for Box<dyn Nic> {
+    fn recv(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> Result<usize, NicError> {
+        (**self).recv(out, max)
+    }
+    fn send(&mut self, frame: &[u8]) -> Result<bool, NicError> {
+        (**self).send(frame)
+    }
+    fn rx_ready(&self) -> bool {
+        (**self).rx_ready()
+    }
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+    fn stats(&self) -> NicStats {
+        (**self).stats()
+    }
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        (**self).wait_fd()
+    }
+    fn prepare_wait(&mut self) {
+        (**self).prepare_wait()
+    }
 }

@@ -1,49 +1,62 @@
 //! An in-memory pair of NICs: what one end sends, the other receives.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
+
+use rktio_sys::Notifier;
 
 use crate::{ETH_HEADER, Nic, NicError, NicStats};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Wire {
-    frames: VecDeque<Vec<u8>>,
+    frames: Mutex<VecDeque<Vec<u8>>>,
+    /// Signalled when a frame lands on an empty wire, so a parked receiver wakes.
+    ready: Notifier,
 }
 
 /// One end of an in-memory link.
 #[derive(Debug)]
 pub struct PipeNic {
-    rx: Arc<Mutex<Wire>>,
-    tx: Arc<Mutex<Wire>>,
+    rx: Arc<Wire>,
+    tx: Arc<Wire>,
     mtu: usize,
     capacity: usize,
     stats: NicStats,
 }
 
-fn lock(w: &Mutex<Wire>) -> std::sync::MutexGuard<'_, Wire> {
-    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock(w: &Wire) -> std::sync::MutexGuard<'_, VecDeque<Vec<u8>>> {
+    w.frames
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl PipeNic {
     /// Two connected ends with this IP MTU, each direction holding at most
     /// `capacity` frames in flight (more are dropped, like a full ring).
-    pub fn pair(mtu: usize, capacity: usize) -> (PipeNic, PipeNic) {
-        let a = Arc::new(Mutex::new(Wire::default()));
-        let b = Arc::new(Mutex::new(Wire::default()));
-        let end = |rx: &Arc<Mutex<Wire>>, tx: &Arc<Mutex<Wire>>| PipeNic {
+    pub fn pair(mtu: usize, capacity: usize) -> Result<(PipeNic, PipeNic), NicError> {
+        let wire = || -> Result<Arc<Wire>, NicError> {
+            Ok(Arc::new(Wire {
+                frames: Mutex::new(VecDeque::new()),
+                ready: Notifier::new().map_err(|e| NicError::Down(e.to_string()))?,
+            }))
+        };
+        let (a, b) = (wire()?, wire()?);
+        let end = |rx: &Arc<Wire>, tx: &Arc<Wire>| PipeNic {
             rx: rx.clone(),
             tx: tx.clone(),
             mtu,
             capacity: capacity.max(1),
             stats: NicStats::default(),
         };
-        (end(&a, &b), end(&b, &a))
+        Ok((end(&a, &b), end(&b, &a)))
     }
 
     /// Puts raw bytes on this end's receive side as if the wire delivered them
     /// (for tests of hostile frames).
     pub fn inject(&self, frame: Vec<u8>) {
-        lock(&self.rx).frames.push_back(frame);
+        lock(&self.rx).push_back(frame);
+        self.rx.ready.notify();
     }
 }
 
@@ -52,7 +65,7 @@ impl Nic for PipeNic {
         let mut w = lock(&self.rx);
         let mut n = 0;
         while n < max {
-            let Some(f) = w.frames.pop_front() else { break };
+            let Some(f) = w.pop_front() else { break };
             if f.len() < ETH_HEADER || f.len() > self.mtu + ETH_HEADER {
                 self.stats.rx_dropped_bad += 1;
                 continue;
@@ -69,17 +82,22 @@ impl Nic for PipeNic {
             return Err(NicError::BadFrame(format!("{} bytes", frame.len())));
         }
         let mut w = lock(&self.tx);
-        if w.frames.len() >= self.capacity {
+        if w.len() >= self.capacity {
             self.stats.tx_dropped_full += 1;
             return Ok(false);
         }
-        w.frames.push_back(frame.to_vec());
+        let was_empty = w.is_empty();
+        w.push_back(frame.to_vec());
+        drop(w);
+        if was_empty {
+            self.tx.ready.notify();
+        }
         self.stats.tx_frames += 1;
         Ok(true)
     }
 
     fn rx_ready(&self) -> bool {
-        !lock(&self.rx).frames.is_empty()
+        !lock(&self.rx).is_empty()
     }
 
     fn mtu(&self) -> usize {
@@ -88,5 +106,13 @@ impl Nic for PipeNic {
 
     fn stats(&self) -> NicStats {
         self.stats
+    }
+
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.rx.ready.as_fd())
+    }
+
+    fn prepare_wait(&mut self) {
+        self.rx.ready.drain();
     }
 }

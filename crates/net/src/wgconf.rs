@@ -64,7 +64,27 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    fn parse(s: &str) -> Result<Cidr, String> {
+    /// Whether `ip` is inside this prefix (never across address families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Parses `ADDR/PREFIX` (or a bare address: a host prefix).
+    pub fn parse(s: &str) -> Result<Cidr, String> {
         let s = s.trim();
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),

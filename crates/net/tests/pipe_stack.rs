@@ -86,7 +86,7 @@ fn echo(a: &mut Host, b: &mut Host, dst: IpAddress, total: usize) {
 
 #[test]
 fn tcp_echo_over_ipv4_and_ipv6() {
-    let (na, nb) = PipeNic::pair(1500, 256);
+    let (na, nb) = PipeNic::pair(1500, 256).unwrap();
     let mut a = host(na, 1, [10, 0, 0, 1], 1);
     let mut b = host(nb, 2, [10, 0, 0, 2], 2);
     echo(&mut a, &mut b, IpAddress::v4(10, 0, 0, 2), 4 << 20);
@@ -103,7 +103,7 @@ fn tcp_echo_over_ipv4_and_ipv6() {
 
 #[test]
 fn hostile_frames_are_dropped_without_panic() {
-    let (na, nb) = PipeNic::pair(1500, 1 << 16);
+    let (na, nb) = PipeNic::pair(1500, 1 << 16).unwrap();
     let mut a = host(na, 1, [10, 0, 0, 1], 1);
     let mut b = host(nb, 2, [10, 0, 0, 2], 2);
     // Garbage of every length around the limits, and mutated real headers.

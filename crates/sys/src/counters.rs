@@ -26,11 +26,21 @@ pub enum HostCall {
     UringSubmit,
     /// io_uring_enter made to wait for completions.
     UringWait,
+    /// Opening and configuring network devices, sockets and eventfds.
+    NetSetup,
+    /// A read of frames (TAP read, AF_XDP receive wake-up).
+    NetRecv,
+    /// A write of frames (TAP write, AF_XDP transmit kick).
+    NetSend,
+    /// poll(2): waiting for a device or a wake-up while idle.
+    Poll,
+    /// eventfd write/read: waking a parked poller.
+    Wake,
 }
 
 impl HostCall {
     /// Every kind, in display order.
-    pub const ALL: [HostCall; 10] = [
+    pub const ALL: [HostCall; 15] = [
         HostCall::Open,
         HostCall::Pread,
         HostCall::Pwrite,
@@ -41,6 +51,11 @@ impl HostCall {
         HostCall::UringSetup,
         HostCall::UringSubmit,
         HostCall::UringWait,
+        HostCall::NetSetup,
+        HostCall::NetRecv,
+        HostCall::NetSend,
+        HostCall::Poll,
+        HostCall::Wake,
     ];
 
     /// Short name, as printed in stats.
@@ -56,6 +71,11 @@ impl HostCall {
             HostCall::UringSetup => "uring_setup",
             HostCall::UringSubmit => "uring_submit",
             HostCall::UringWait => "uring_wait",
+            HostCall::NetSetup => "net_setup",
+            HostCall::NetRecv => "net_recv",
+            HostCall::NetSend => "net_send",
+            HostCall::Poll => "poll",
+            HostCall::Wake => "wake",
         }
     }
 }

@@ -13,11 +13,13 @@
 mod buffer;
 mod counters;
 mod file;
+mod net;
 mod uring;
 
 pub use buffer::HostBuffers;
 pub use counters::{HostCall, HostCalls, count};
 pub use file::{FileOptions, HostFile};
+pub use net::{Notifier, TapDevice, dup_fd, wait_readable};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
 
 /// Size of one block everywhere in rkt-io.

@@ -1,0 +1,795 @@
+//! The socket layer: a running stack ([`Net`]) and its stream and datagram sockets.
+//!
+//! A driver thread polls the stack: it spins briefly while traffic flows, then parks
+//! on the NIC's wake-up descriptor and an eventfd with a timeout from the stack's
+//! timers (TCP retransmits and keepalives, WireGuard rekeying), so an idle program
+//! burns no core. Program threads operate on sockets under the stack's lock and
+//! wake the driver only when it is parked.
+//!
+//! Errors are `std::io::Error`s with the kind the POSIX edge turns into an errno
+//! (`WouldBlock` = EAGAIN, `ConnectionRefused`, `ConnectionReset`, `BrokenPipe`,
+//! `AddrInUse`, `NotConnected`, `TimedOut`, `InvalidInput`).
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rktio_sys::Notifier;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+
+use crate::stack::{Stack, StackConfig, StackError, StackStats};
+use crate::{Nic, NicError};
+
+/// How the driver polls.
+#[derive(Debug, Clone, Copy)]
+pub struct PollConfig {
+    /// How long to keep polling after the last activity before parking.
+    pub spin: Duration,
+    /// Longest park without a timer due (a safety net; nothing depends on it).
+    pub max_park: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            spin: Duration::from_micros(50),
+            max_park: Duration::from_secs(1),
+        }
+    }
+}
+
+/// TCP socket options, fixed when the socket is created (smoltcp sockets keep
+/// their buffers for life).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpOptions {
+    /// SO_RCVBUF: receive buffer (the advertised window follows it; above 64 KiB
+    /// window scaling is used).
+    pub recv_buffer: usize,
+    /// SO_SNDBUF: send buffer.
+    pub send_buffer: usize,
+    /// TCP_NODELAY: send small segments at once (Nagle off).
+    pub nodelay: bool,
+    /// SO_KEEPALIVE: probe an idle connection at this interval.
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        Self {
+            recv_buffer: 256 << 10,
+            send_buffer: 256 << 10,
+            nodelay: false,
+            keepalive: None,
+        }
+    }
+}
+
+/// Most listening sockets kept ready per listener (smoltcp needs one socket per
+/// connection being accepted; a SYN that finds none ready is refused).
+pub const MAX_BACKLOG: usize = 64;
+/// How long a connect waits for the handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a closed socket may linger (sending what is left, FIN) before it is
+/// aborted.
+const LINGER: Duration = Duration::from_secs(30);
+
+struct Core {
+    stack: Stack<Box<dyn Nic>>,
+    /// Local TCP ports in use (listening or bound by a connection).
+    tcp_ports: HashSet<u16>,
+    udp_ports: HashSet<u16>,
+    next_port: u16,
+    /// Sockets the program closed, with when: reaped once closed (or lingered).
+    closing: Vec<(SocketHandle, Instant, u16)>,
+}
+
+impl Core {
+    fn ephemeral(&mut self, udp: bool) -> io::Result<u16> {
+        for _ in 0..16384 {
+            let p = self.next_port;
+            self.next_port = if p == u16::MAX { 49152 } else { p + 1 };
+            let used = if udp {
+                &self.udp_ports
+            } else {
+                &self.tcp_ports
+            };
+            if !used.contains(&p) {
+                return Ok(p);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free ephemeral port",
+        ))
+    }
+
+    fn reap(&mut self) {
+        let now = Instant::now();
+        let (_, sockets) = self.stack.app();
+        let mut freed = Vec::new();
+        self.closing.retain(|&(h, since, port)| {
+            let s = sockets.get_mut::<tcp::Socket>(h);
+            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if done || now.duration_since(since) > LINGER {
+                sockets.remove(h);
+                freed.push(port);
+                false
+            } else {
+                true
+            }
+        });
+        for p in freed {
+            self.tcp_ports.remove(&p);
+        }
+    }
+}
+
+struct Shared {
+    core: Mutex<Core>,
+    changed: Condvar,
+    kick: Notifier,
+    parked: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes the driver if it is parked (one host call then, none otherwise).
+    fn kick(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            self.kick.notify();
+        }
+    }
+
+    /// Waits (with the lock released) until the driver has polled again, at most
+    /// `limit`.
+    fn wait<'a>(&self, g: MutexGuard<'a, Core>, limit: Duration) -> MutexGuard<'a, Core> {
+        self.kick();
+        match self.changed.wait_timeout(g, limit) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        }
+    }
+}
+
+/// A running network stack: a NIC, TCP/IP (with WireGuard unless plaintext was
+/// asked for) and the driver thread that polls them.
+pub struct Net {
+    shared: Arc<Shared>,
+    driver: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net").finish_non_exhaustive()
+    }
+}
+
+/// Errors starting a stack.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] StackError),
+    /// The NIC or the host failed.
+    #[error("network device: {0}")]
+    Nic(#[from] NicError),
+    /// The host failed.
+    #[error(transparent)]
+    Host(#[from] rktio_sys::HostError),
+}
+
+impl Net {
+    /// Builds the stack over `nic` and starts its driver thread.
+    pub fn start(nic: Box<dyn Nic>, cfg: &StackConfig, poll: PollConfig) -> Result<Net, NetError> {
+        let wake = nic.wait_fd().map(rktio_sys::dup_fd).transpose()?;
+        let stack = Stack::new(nic, cfg)?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                stack,
+                tcp_ports: HashSet::new(),
+                udp_ports: HashSet::new(),
+                next_port: 49152 + (std::process::id() % 8192) as u16,
+                closing: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            kick: Notifier::new()?,
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let driver = std::thread::Builder::new()
+            .name("rktio-net".into())
+            .spawn(move || drive(&s, wake, poll))
+            .map_err(|e| rktio_sys::HostError::new("spawn the network driver", e))?;
+        Ok(Net {
+            shared,
+            driver: Some(driver),
+        })
+    }
+
+    /// Counters of the stack.
+    pub fn stats(&self) -> StackStats {
+        self.shared.lock().stack.stats()
+    }
+
+    /// Whether WireGuard peer `i` has completed a handshake.
+    pub fn wg_has_session(&self, peer: usize) -> bool {
+        self.shared
+            .lock()
+            .stack
+            .wireguard()
+            .is_some_and(|w| w.has_session(peer))
+    }
+
+    /// Listens for TCP connections on `port` (0: an ephemeral port) of every local
+    /// address.
+    pub fn tcp_listen(
+        &self,
+        port: u16,
+        backlog: usize,
+        opts: TcpOptions,
+    ) -> io::Result<TcpListener> {
+        let mut c = self.shared.lock();
+        let port = if port == 0 { c.ephemeral(false)? } else { port };
+        if !c.tcp_ports.insert(port) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("TCP port {port} is in use"),
+            ));
+        }
+        let mut l = TcpListener {
+            shared: self.shared.clone(),
+            port,
+            ready: Vec::new(),
+            backlog: backlog.clamp(1, MAX_BACKLOG),
+            opts,
+            nonblocking: false,
+        };
+        for _ in 0..l.backlog {
+            let h = l.new_listener(&mut c)?;
+            l.ready.push(h);
+        }
+        drop(c);
+        self.shared.kick();
+        Ok(l)
+    }
+
+    /// Connects to `to`, waiting for the handshake.
+    pub fn tcp_connect(&self, to: SocketAddr, opts: TcpOptions) -> io::Result<TcpStream> {
+        let mut c = self.shared.lock();
+        let port = c.ephemeral(false)?;
+        let mut s = new_tcp(&opts);
+        let (iface, sockets) = c.stack.app();
+        s.connect(
+            iface.context(),
+            IpEndpoint::new(IpAddress::from(to.ip()), to.port()),
+            port,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("connect: {e}")))?;
+        let h = sockets.add(s);
+        c.tcp_ports.insert(port);
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let failure = loop {
+            let st = c.stack.app().1.get::<tcp::Socket>(h).state();
+            match st {
+                tcp::State::Established | tcp::State::CloseWait => break None,
+                tcp::State::Closed => {
+                    break Some(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("connect to {to}: refused"),
+                    ));
+                }
+                _ => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect to {to}: timed out"),
+                ));
+            }
+            c = self.shared.wait(c, deadline - now);
+        };
+        if let Some(e) = failure {
+            c.stack.app().1.remove(h);
+            c.tcp_ports.remove(&port);
+            return Err(e);
+        }
+        drop(c);
+        Ok(TcpStream {
+            shared: self.shared.clone(),
+            handle: h,
+            port,
+            nonblocking: false,
+            read_shut: false,
+            write_shut: false,
+        })
+    }
+
+    /// Binds a UDP socket to `port` (0: an ephemeral port).
+    pub fn udp_bind(&self, port: u16) -> io::Result<UdpSocket> {
+        let mut c = self.shared.lock();
+        let port = if port == 0 { c.ephemeral(true)? } else { port };
+        if !c.udp_ports.insert(port) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("UDP port {port} is in use"),
+            ));
+        }
+        let meta = 256;
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; meta], vec![0; 256 << 10]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; meta], vec![0; 256 << 10]),
+        );
+        s.bind(port)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bind: {e}")))?;
+        let h = c.stack.app().1.add(s);
+        Ok(UdpSocket {
+            shared: self.shared.clone(),
+            handle: h,
+            port,
+            nonblocking: false,
+        })
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.kick.notify();
+        if let Some(d) = self.driver.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+fn new_tcp(o: &TcpOptions) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; o.recv_buffer.clamp(4096, 16 << 20)]),
+        tcp::SocketBuffer::new(vec![0; o.send_buffer.clamp(4096, 16 << 20)]),
+    );
+    s.set_nagle_enabled(!o.nodelay);
+    s.set_keep_alive(o.keepalive.map(smoltcp::time::Duration::from));
+    s.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
+    s
+}
+
+/// The driver: poll while busy, spin a little when idle, then park.
+fn drive(shared: &Shared, wake: Option<OwnedFd>, cfg: PollConfig) {
+    let mut idle_since: Option<Instant> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let moved = {
+            let mut c = shared.lock();
+            let moved = c.stack.poll();
+            if moved {
+                c.reap();
+                shared.changed.notify_all();
+            }
+            moved
+        };
+        if moved {
+            idle_since = None;
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < cfg.spin {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Park: announce it, clear stale wake-ups, poll once more (anything a
+        // program did before seeing `parked` is picked up here), then sleep.
+        shared.parked.store(true, Ordering::SeqCst);
+        let delay = {
+            let mut c = shared.lock();
+            c.stack.nic_mut().prepare_wait();
+            shared.kick.drain();
+            if c.stack.poll() {
+                c.reap();
+                shared.changed.notify_all();
+                Some(Duration::ZERO)
+            } else {
+                c.reap();
+                c.stack.poll_delay()
+            }
+        };
+        let delay = delay.map_or(cfg.max_park, |d| d.min(cfg.max_park));
+        if !delay.is_zero() {
+            let mut fds = vec![shared.kick.as_fd()];
+            if let Some(w) = &wake {
+                fds.push(w.as_fd());
+            }
+            if let Err(e) = rktio_sys::wait_readable(&fds, Some(delay)) {
+                tracing::warn!("network driver: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        shared.parked.store(false, Ordering::SeqCst);
+        idle_since = None;
+    }
+}
+
+fn would_block() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+/// A listening TCP socket.
+pub struct TcpListener {
+    shared: Arc<Shared>,
+    port: u16,
+    /// Sockets listening (or mid-handshake) on the port.
+    ready: Vec<SocketHandle>,
+    backlog: usize,
+    opts: TcpOptions,
+    nonblocking: bool,
+}
+
+impl std::fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl TcpListener {
+    fn new_listener(&self, c: &mut Core) -> io::Result<SocketHandle> {
+        let mut s = new_tcp(&self.opts);
+        s.listen(IpListenEndpoint {
+            addr: None,
+            port: self.port,
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen: {e}")))?;
+        Ok(c.stack.app().1.add(s))
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Non-blocking mode: `accept` returns `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// Whether a connection is waiting to be accepted.
+    pub fn acceptable(&self) -> bool {
+        let mut c = self.shared.lock();
+        let sockets = c.stack.app().1;
+        self.ready.iter().any(|h| {
+            !matches!(
+                sockets.get::<tcp::Socket>(*h).state(),
+                tcp::State::Listen | tcp::State::SynReceived
+            )
+        })
+    }
+
+    /// Accepts one connection (waiting for it unless non-blocking).
+    pub fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let mut c = self.shared.lock();
+        loop {
+            let sockets = c.stack.app().1;
+            let mut got = None;
+            let mut dead = Vec::new();
+            for (i, h) in self.ready.iter().enumerate() {
+                let s = sockets.get::<tcp::Socket>(*h);
+                match s.state() {
+                    tcp::State::Listen | tcp::State::SynReceived => {}
+                    tcp::State::Closed | tcp::State::TimeWait => dead.push(i),
+                    _ => {
+                        got = Some((i, s.remote_endpoint()));
+                        break;
+                    }
+                }
+            }
+            // A connection reset before it was accepted: listen again in its place.
+            for i in dead.into_iter().rev() {
+                let h = self.ready.swap_remove(i);
+                c.stack.app().1.remove(h);
+                let n = self.new_listener(&mut c)?;
+                self.ready.push(n);
+            }
+            if let Some((i, remote)) = got {
+                let h = self.ready.swap_remove(i);
+                let n = self.new_listener(&mut c)?;
+                self.ready.push(n);
+                let remote = remote
+                    .map(|e| SocketAddr::new(IpAddr::from(e.addr), e.port))
+                    .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+                drop(c);
+                self.shared.kick();
+                return Ok((
+                    TcpStream {
+                        shared: self.shared.clone(),
+                        handle: h,
+                        port: 0,
+                        nonblocking: false,
+                        read_shut: false,
+                        write_shut: false,
+                    },
+                    remote,
+                ));
+            }
+            if self.nonblocking {
+                return Err(would_block());
+            }
+            c = self.shared.wait(c, Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let mut c = self.shared.lock();
+        for h in self.ready.drain(..) {
+            c.stack.app().1.remove(h);
+        }
+        c.tcp_ports.remove(&self.port);
+    }
+}
+
+/// A connected TCP socket.
+pub struct TcpStream {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+    /// The local port to free on close (0 for accepted sockets: the listener's).
+    port: u16,
+    nonblocking: bool,
+    read_shut: bool,
+    write_shut: bool,
+}
+
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStream").finish_non_exhaustive()
+    }
+}
+
+impl TcpStream {
+    /// Non-blocking mode: reads and writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// TCP_NODELAY.
+    pub fn set_nodelay(&self, on: bool) {
+        let mut c = self.shared.lock();
+        c.stack
+            .app()
+            .1
+            .get_mut::<tcp::Socket>(self.handle)
+            .set_nagle_enabled(!on);
+    }
+
+    /// SO_KEEPALIVE with this interval (`None`: off).
+    pub fn set_keepalive(&self, every: Option<Duration>) {
+        let mut c = self.shared.lock();
+        c.stack
+            .app()
+            .1
+            .get_mut::<tcp::Socket>(self.handle)
+            .set_keep_alive(every.map(smoltcp::time::Duration::from));
+        drop(c);
+        self.shared.kick();
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let mut c = self.shared.lock();
+        c.stack
+            .app()
+            .1
+            .get::<tcp::Socket>(self.handle)
+            .remote_endpoint()
+            .map(|e| SocketAddr::new(IpAddr::from(e.addr), e.port))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Readiness now: (readable, writable). Readable includes end of stream and
+    /// errors (a read will not block); writable includes a closed connection.
+    pub fn readiness(&self) -> (bool, bool) {
+        let mut c = self.shared.lock();
+        let s = c.stack.app().1.get::<tcp::Socket>(self.handle);
+        (
+            self.read_shut || s.can_recv() || !s.may_recv(),
+            s.can_send() || !s.may_send(),
+        )
+    }
+
+    /// Bytes waiting to be read (FIONREAD).
+    pub fn pending(&self) -> usize {
+        let mut c = self.shared.lock();
+        c.stack.app().1.get::<tcp::Socket>(self.handle).recv_queue()
+    }
+
+    /// Reads what is there (waiting for something unless non-blocking); `Ok(0)` at
+    /// end of stream.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.read_shut {
+            return Ok(0);
+        }
+        let mut c = self.shared.lock();
+        loop {
+            let s = c.stack.app().1.get_mut::<tcp::Socket>(self.handle);
+            if s.can_recv() {
+                let n = s
+                    .recv_slice(buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, e.to_string()))?;
+                drop(c);
+                // The window opened: let the driver tell the peer.
+                self.shared.kick();
+                return Ok(n);
+            }
+            if !s.may_recv() {
+                if s.state() == tcp::State::Closed && !self.write_shut {
+                    return Err(io::Error::from(io::ErrorKind::ConnectionReset));
+                }
+                return Ok(0);
+            }
+            if self.nonblocking {
+                return Err(would_block());
+            }
+            c = self.shared.wait(c, Duration::from_millis(500));
+        }
+    }
+
+    /// Writes what fits (waiting for room unless non-blocking).
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.write_shut {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.shared.lock();
+        loop {
+            let s = c.stack.app().1.get_mut::<tcp::Socket>(self.handle);
+            if !s.may_send() {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            if s.can_send() {
+                let n = s
+                    .send_slice(buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))?;
+                drop(c);
+                self.shared.kick();
+                return Ok(n);
+            }
+            if self.nonblocking {
+                return Err(would_block());
+            }
+            c = self.shared.wait(c, Duration::from_millis(500));
+        }
+    }
+
+    /// Writes all of `buf`.
+    pub fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write(buf)?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// shutdown(2): `read` stops delivering data; `write` sends FIN after what is
+    /// queued.
+    pub fn shutdown(&mut self, read: bool, write: bool) {
+        if read {
+            self.read_shut = true;
+        }
+        if write && !self.write_shut {
+            self.write_shut = true;
+            let mut c = self.shared.lock();
+            c.stack.app().1.get_mut::<tcp::Socket>(self.handle).close();
+            drop(c);
+            self.shared.kick();
+        }
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let mut c = self.shared.lock();
+        c.stack.app().1.get_mut::<tcp::Socket>(self.handle).close();
+        c.closing.push((self.handle, Instant::now(), self.port));
+        drop(c);
+        self.shared.kick();
+    }
+}
+
+/// A UDP socket.
+pub struct UdpSocket {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+    port: u16,
+    nonblocking: bool,
+}
+
+impl std::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl UdpSocket {
+    /// The local port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Non-blocking mode.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// Sends one datagram (waiting for buffer room unless non-blocking).
+    pub fn send_to(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let ep = IpEndpoint::new(IpAddress::from(to.ip()), to.port());
+        let mut c = self.shared.lock();
+        loop {
+            let s = c.stack.app().1.get_mut::<udp::Socket>(self.handle);
+            match s.send_slice(data, ep) {
+                Ok(()) => {
+                    drop(c);
+                    self.shared.kick();
+                    return Ok(data.len());
+                }
+                Err(udp::SendError::BufferFull) if data.len() <= s.payload_send_capacity() => {}
+                Err(e) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()));
+                }
+            }
+            if self.nonblocking {
+                return Err(would_block());
+            }
+            c = self.shared.wait(c, Duration::from_millis(500));
+        }
+    }
+
+    /// Receives one datagram (a longer one is truncated, as recvfrom does).
+    pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut c = self.shared.lock();
+        loop {
+            let s = c.stack.app().1.get_mut::<udp::Socket>(self.handle);
+            if let Ok((data, meta)) = s.recv() {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                let from = SocketAddr::new(IpAddr::from(meta.endpoint.addr), meta.endpoint.port);
+                return Ok((n, from));
+            }
+            if self.nonblocking {
+                return Err(would_block());
+            }
+            c = self.shared.wait(c, Duration::from_millis(500));
+        }
+    }
+
+    /// Whether a datagram is waiting.
+    pub fn readable(&self) -> bool {
+        let mut c = self.shared.lock();
+        c.stack.app().1.get::<udp::Socket>(self.handle).can_recv()
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let mut c = self.shared.lock();
+        c.stack.app().1.remove(self.handle);
+        c.udp_ports.remove(&self.port);
+    }
+}
