@@ -20,9 +20,11 @@ mod stack;
 mod tap;
 pub mod wg;
 pub mod wgconf;
+mod xdp;
 
 pub use device::{SmolDevice, TunDevice};
 pub use pipe::PipeNic;
+pub use rktio_sys::{XdpConfig, XdpMode};
 pub use socket::{
     CONNECT_TIMEOUT, MAX_BACKLOG, Net, NetError, PollConfig, TcpListener, TcpOptions, TcpStream,
     UdpSocket,
@@ -31,6 +33,7 @@ pub use stack::{Security, Stack, StackConfig, StackError, StackStats, WG_DEFAULT
 pub use tap::TapNic;
 pub use wg::{WgStats, WgTunnel};
 pub use wgconf::{Cidr, Key, WgConfig};
+pub use xdp::XdpNic;
 
 /// Ethernet header length.
 pub const ETH_HEADER: usize = 14;
@@ -76,6 +79,9 @@ pub trait Nic: Send + std::fmt::Debug {
     /// A descriptor that becomes readable when frames arrive, for an idle poller to
     /// park on (`None`: the NIC cannot wake a sleeper and must be polled).
     fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// Publishes frames queued by [`Nic::send`] (a ring's producer index, a kick):
+    /// called once per poll, so host calls are per batch, not per frame.
+    fn flush(&mut self) {}
     /// Called before parking on [`Nic::wait_fd`]: clears stale wake-ups (and, for
     /// queues with a need-wakeup flag, asks the host to wake us).
     fn prepare_wait(&mut self) {}
@@ -99,6 +105,9 @@ impl Nic for Box<dyn Nic> {
     }
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         (**self).wait_fd()
+    }
+    fn flush(&mut self) {
+        (**self).flush()
     }
     fn prepare_wait(&mut self) {
         (**self).prepare_wait()

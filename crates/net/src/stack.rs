@@ -336,6 +336,7 @@ impl<N: Nic> Stack<N> {
             changed |= self.wire.poll(now, &mut self.dev, &mut self.wire_sockets)
                 == PollResult::SocketStateChanged;
         }
+        self.dev.nic_mut().flush();
         let after = self.dev.nic().stats();
         changed
             || after.rx_frames != before.rx_frames

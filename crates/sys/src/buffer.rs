@@ -92,6 +92,27 @@ impl HostBuffers {
         Ok(())
     }
 
+    /// Copies `dst.len()` bytes from `offset` inside a slot (the range must stay in
+    /// the slot).
+    pub fn copy_out_at(&self, slot: usize, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let end = offset.checked_add(dst.len()).filter(|&e| e <= BLOCK_SIZE);
+        if end.is_none() {
+            return Err(HostError::new(
+                "host buffer copy",
+                std::io::Error::other(format!("{} bytes at {offset} cross the slot", dst.len())),
+            ));
+        }
+        let src = self.checked(slot, 0)?;
+        // SAFETY: offset + dst.len() <= 4096 (checked above) and the slot exists, so
+        // the source range lies inside our mapping; `dst` is ordinary Rust memory, so
+        // the ranges cannot overlap. As in `copy_out`, the host may change the bytes
+        // meanwhile; what was copied is what the caller checks.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.wrapping_add(offset), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
     /// Does any slot contain `needle`? (For tests that prove plaintext never reaches the host.)
     pub fn contains(&self, needle: &[u8]) -> bool {
         if needle.is_empty() {

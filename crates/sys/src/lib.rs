@@ -15,12 +15,14 @@ mod counters;
 mod file;
 mod net;
 mod uring;
+mod xdp;
 
 pub use buffer::HostBuffers;
 pub use counters::{HostCall, HostCalls, count};
 pub use file::{FileOptions, HostFile};
 pub use net::{Notifier, TapDevice, dup_fd, wait_readable};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
+pub use xdp::{XdpConfig, XdpMode, XdpSocket, XdpStats, enter_netns, if_index};
 
 /// Size of one block everywhere in rkt-io.
 pub const BLOCK_SIZE: usize = 4096;

@@ -1,0 +1,799 @@
+//! AF_XDP: an XDP socket with its UMEM and four rings, the XDP program that
+//! redirects the interface's frames to it, and the network-namespace switch tests
+//! and tools need to open one inside a namespace.
+//!
+//! All in pure Rust over raw system calls: the XDP program is six instructions
+//! assembled here and loaded with bpf(2), attached with a BPF link (it detaches by
+//! itself when the link descriptor closes, so a crash leaves nothing behind), and
+//! the socket's rings are mapped and driven directly.
+//!
+//! Everything in the rings is written by the kernel and read back here through
+//! atomics and volatile reads; every index and descriptor is checked before use: a
+//! producer that runs ahead of the ring, an address outside our frames, a frame the
+//! kernel does not own, a length past the frame — each is counted and dropped.
+//! Frame contents are copied out of the UMEM ([`HostBuffers`]), never borrowed.
+
+use crate::{BLOCK_SIZE, HostBuffers, HostCall, HostError, Result, count};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const AF_XDP: i32 = 44;
+const SOL_XDP: i32 = 283;
+const XDP_MMAP_OFFSETS: i32 = 1;
+const XDP_RX_RING: i32 = 2;
+const XDP_TX_RING: i32 = 3;
+const XDP_UMEM_REG: i32 = 4;
+const XDP_UMEM_FILL_RING: i32 = 5;
+const XDP_UMEM_COMPLETION_RING: i32 = 6;
+const XDP_COPY: u16 = 1 << 1;
+const XDP_ZEROCOPY: u16 = 1 << 2;
+const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+const XDP_RING_NEED_WAKEUP: u32 = 1;
+const XDP_PGOFF_RX_RING: u64 = 0;
+const XDP_PGOFF_TX_RING: u64 = 0x8000_0000;
+const XDP_UMEM_PGOFF_FILL_RING: u64 = 0x1_0000_0000;
+const XDP_UMEM_PGOFF_COMPLETION_RING: u64 = 0x1_8000_0000;
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const XDP_PASS: i32 = 2;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// Size of the `union bpf_attr` we pass (zero-padded; the kernel checks the tail).
+const BPF_ATTR_SIZE: usize = 128;
+
+/// How the kernel moves frames between the NIC and our UMEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// The driver DMAs straight into the UMEM.
+    ZeroCopy,
+    /// The kernel copies (what veth offers).
+    Copy,
+}
+
+/// Sizes of an XDP socket.
+#[derive(Debug, Clone, Copy)]
+pub struct XdpConfig {
+    /// Entries of each ring (a power of two); also the frames for receiving and
+    /// for sending, so the UMEM holds `2 * ring` frames of 4 KiB.
+    pub ring: u32,
+    /// Ask for zero-copy first (falls back to copy mode if the driver cannot).
+    pub zero_copy: bool,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self {
+            ring: 2048,
+            zero_copy: true,
+        }
+    }
+}
+
+/// Counters of bad values the kernel wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Descriptors naming a frame outside ours, one the kernel did not hold, or a
+    /// length past the frame.
+    pub bad_desc: u64,
+    /// Ring indices that claimed more entries than the ring has.
+    pub bad_index: u64,
+}
+
+fn err(what: &str) -> impl Fn(io::Error) -> HostError + '_ {
+    move |e| HostError::new(what, e)
+}
+
+fn last_err(what: &str) -> HostError {
+    HostError::new(what, io::Error::last_os_error())
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; BPF_ATTR_SIZE], what: &str) -> Result<libc::c_long> {
+    count(HostCall::NetSetup);
+    // SAFETY: bpf(2) reads (and for some commands writes) at most `size` bytes of
+    // `attr`, a live, writable buffer of exactly that size; any pointers stored in it
+    // point to live buffers the caller keeps until this returns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            BPF_ATTR_SIZE as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(last_err(what));
+    }
+    Ok(rc)
+}
+
+fn owned(fd: libc::c_long, what: &str) -> Result<OwnedFd> {
+    let raw = RawFd::try_from(fd).map_err(|_| HostError::new(what, io::Error::other("bad fd")))?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn put_u32(a: &mut [u8], off: usize, v: u32) {
+    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(a: &mut [u8], off: usize, v: u64) {
+    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// One eBPF instruction.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (dst & 0xf) | (src << 4);
+    b[2..4].copy_from_slice(&off.to_ne_bytes());
+    b[4..8].copy_from_slice(&imm.to_ne_bytes());
+    b
+}
+
+/// The XDP program: `return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);`
+/// (frames of a queue with no socket in the map go on to the kernel).
+fn redirect_program(map_fd: RawFd) -> Vec<u8> {
+    [
+        insn(0x61, 2, 1, 16, 0), // r2 = *(u32 *)(r1 + 16): rx_queue_index
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = &xsks (ld_imm64, first half)
+        insn(0, 0, 0, 0, 0),     // ld_imm64, second half
+        insn(0xb7, 3, 0, 0, XDP_PASS), // r3 = XDP_PASS
+        insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP), // call bpf_redirect_map
+        insn(0x95, 0, 0, 0, 0),  // exit
+    ]
+    .concat()
+}
+
+/// The interface index of `name` in the calling thread's network namespace.
+pub fn if_index(name: &str) -> Result<u32> {
+    let c = CString::new(name)
+        .map_err(|_| HostError::new("interface name", io::Error::other("NUL in name")))?;
+    count(HostCall::NetSetup);
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(last_err(&format!("interface {name}")));
+    }
+    Ok(i)
+}
+
+/// Moves the calling thread into the network namespace `name` (as made by
+/// `ip netns add`, under /var/run/netns). Sockets and devices it opens afterwards
+/// live there; other threads are not affected.
+pub fn enter_netns(name: &str) -> Result<()> {
+    let path = format!("/var/run/netns/{name}");
+    count(HostCall::NetSetup);
+    let f = std::fs::File::open(&path).map_err(err(&path))?;
+    count(HostCall::NetSetup);
+    // SAFETY: setns on a descriptor we hold open; it changes only this thread's
+    // namespace and touches no memory of ours.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(last_err(&format!("enter network namespace {name}")));
+    }
+    Ok(())
+}
+
+/// One mapped ring of an XDP socket.
+#[derive(Debug)]
+struct Ring {
+    map: *mut libc::c_void,
+    map_len: usize,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    desc: *mut u8,
+    desc_size: usize,
+    size: u32,
+    /// Our side's index (producer for fill/tx, consumer for rx/completion).
+    local: u32,
+}
+
+/// Ring offsets as XDP_MMAP_OFFSETS returns them.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct RingOffset {
+    producer: u64,
+    consumer: u64,
+    desc: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct MmapOffsets {
+    rx: RingOffset,
+    tx: RingOffset,
+    fr: RingOffset,
+    cr: RingOffset,
+}
+
+fn atomic<'a>(p: *const AtomicU32) -> &'a AtomicU32 {
+    // SAFETY: `p` points at a 4-byte-aligned u32 inside a ring mapping that lives as
+    // long as the socket (every caller holds `&Ring` of that socket); the kernel
+    // updates it concurrently, which is what an atomic is for.
+    unsafe { &*p }
+}
+
+impl Ring {
+    fn map(
+        fd: BorrowedFd<'_>,
+        off: &RingOffset,
+        pgoff: u64,
+        size: u32,
+        desc_size: usize,
+    ) -> Result<Ring> {
+        let len = (off.desc as usize)
+            .checked_add(size as usize * desc_size)
+            .ok_or_else(|| HostError::new("xdp ring", io::Error::other("ring too large")))?;
+        count(HostCall::Mmap);
+        // SAFETY: a new shared mapping of the socket's ring at the kernel-given page
+        // offset, with a null hint: it creates memory and touches nothing that exists.
+        let map = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::POPULATE,
+                fd,
+                pgoff,
+            )
+        }
+        .map_err(|e| HostError::new("mmap xdp ring", e.into()))?;
+        let at = |o: u64| -> Result<*mut u8> {
+            let o = usize::try_from(o)
+                .ok()
+                .filter(|&o| o + 4 <= len && o % 4 == 0);
+            o.map(|o| map.cast::<u8>().wrapping_add(o))
+                .ok_or_else(|| HostError::new("xdp ring", io::Error::other("bad ring offset")))
+        };
+        Ok(Ring {
+            map,
+            map_len: len,
+            producer: at(off.producer)?.cast(),
+            consumer: at(off.consumer)?.cast(),
+            flags: at(off.flags)?.cast(),
+            desc: at(off.desc)?,
+            desc_size,
+            size,
+            local: 0,
+        })
+    }
+
+    /// Entries the kernel produced that we have not consumed (rx, completion).
+    /// A producer more than a ring ahead is a lie: counted, treated as nothing.
+    fn available(&self, stats: &mut XdpStats) -> u32 {
+        let prod = atomic(self.producer).load(Ordering::Acquire);
+        let n = prod.wrapping_sub(self.local);
+        if n > self.size {
+            stats.bad_index += 1;
+            return 0;
+        }
+        n
+    }
+
+    /// Free slots for us to produce into (fill, tx), given `pending` written but
+    /// not yet published.
+    fn free(&self, pending: u32, stats: &mut XdpStats) -> u32 {
+        let cons = atomic(self.consumer).load(Ordering::Acquire);
+        let used = self.local.wrapping_add(pending).wrapping_sub(cons);
+        if used > self.size {
+            stats.bad_index += 1;
+            return 0;
+        }
+        self.size - used
+    }
+
+    fn slot(&self, index: u32) -> *mut u8 {
+        let i = (index & (self.size - 1)) as usize;
+        self.desc.wrapping_add(i * self.desc_size)
+    }
+
+    fn read_u64(&self, index: u32, field: usize) -> u64 {
+        // SAFETY: the slot lies inside the mapping (index masked to the ring size,
+        // desc + size * desc_size <= map_len by construction) and `field + 8 <=
+        // desc_size`; a volatile read, since the kernel may write it at any time.
+        unsafe { std::ptr::read_volatile(self.slot(index).wrapping_add(field).cast::<u64>()) }
+    }
+
+    fn read_u32(&self, index: u32, field: usize) -> u32 {
+        // SAFETY: as in `read_u64`, with `field + 4 <= desc_size`.
+        unsafe { std::ptr::read_volatile(self.slot(index).wrapping_add(field).cast::<u32>()) }
+    }
+
+    fn write_u64(&self, index: u32, field: usize, v: u64) {
+        // SAFETY: as in `read_u64`; the slot is ours to write until published.
+        unsafe { std::ptr::write_volatile(self.slot(index).wrapping_add(field).cast::<u64>(), v) }
+    }
+
+    fn write_u32(&self, index: u32, field: usize, v: u32) {
+        // SAFETY: as in `write_u64`, with `field + 4 <= desc_size`.
+        unsafe { std::ptr::write_volatile(self.slot(index).wrapping_add(field).cast::<u32>(), v) }
+    }
+
+    fn publish_producer(&mut self, n: u32) {
+        self.local = self.local.wrapping_add(n);
+        atomic(self.producer).store(self.local, Ordering::Release);
+    }
+
+    fn release_consumer(&mut self, n: u32) {
+        self.local = self.local.wrapping_add(n);
+        atomic(self.consumer).store(self.local, Ordering::Release);
+    }
+
+    fn needs_wakeup(&self) -> bool {
+        atomic(self.flags).load(Ordering::Acquire) & XDP_RING_NEED_WAKEUP != 0
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        count(HostCall::Mmap);
+        // SAFETY: map/map_len are exactly the mapping made in `Ring::map`; the
+        // pointers into it die with this value.
+        let _ = unsafe { rustix::mm::munmap(self.map, self.map_len) };
+    }
+}
+
+/// An AF_XDP socket bound to one queue of an interface, with the XDP program that
+/// feeds it.
+#[derive(Debug)]
+pub struct XdpSocket {
+    // Rings first: unmapped before the socket closes.
+    fill: Ring,
+    comp: Ring,
+    rx: Ring,
+    tx: Ring,
+    fd: OwnedFd,
+    umem: HostBuffers,
+    /// Frames 0..ring receive, ring..2*ring send.
+    frames: u32,
+    /// Receive frames the kernel holds (given on the fill ring, not yet returned).
+    rx_in_kernel: Vec<bool>,
+    /// Receive frames waiting for room on the fill ring.
+    to_fill: Vec<u32>,
+    /// Send frames free for use.
+    tx_free: Vec<u32>,
+    /// Send frames the kernel holds (on the tx ring, not yet completed).
+    tx_in_kernel: Vec<bool>,
+    tx_pending: u32,
+    mode: XdpMode,
+    ifindex: u32,
+    stats: XdpStats,
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+}
+
+// SAFETY: the raw pointers are into mappings owned by this value; all access goes
+// through `&mut self` (or `&self` reads of atomics), so moving it between threads
+// is sound.
+unsafe impl Send for XdpSocket {}
+
+fn setsockopt<T>(fd: BorrowedFd<'_>, opt: i32, v: &T, what: &str) -> Result<()> {
+    count(HostCall::NetSetup);
+    // SAFETY: `v` is a live value of size_of::<T>() bytes, read by the kernel only
+    // during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            SOL_XDP,
+            opt,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(last_err(what));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct UmemReg {
+    addr: u64,
+    len: u64,
+    chunk_size: u32,
+    headroom: u32,
+    flags: u32,
+    tx_metadata_len: u32,
+}
+
+#[repr(C)]
+struct SockaddrXdp {
+    family: u16,
+    flags: u16,
+    ifindex: u32,
+    queue_id: u32,
+    shared_umem_fd: u32,
+}
+
+impl XdpSocket {
+    /// Opens an XDP socket on queue `queue` of interface `ifname` (in the calling
+    /// thread's network namespace), loads and attaches the redirect program.
+    pub fn open(ifname: &str, queue: u32, cfg: XdpConfig) -> Result<XdpSocket> {
+        if !cfg.ring.is_power_of_two() || !(64..=16384).contains(&cfg.ring) {
+            return Err(HostError::new(
+                "xdp socket",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "ring size must be a power of two in 64..=16384",
+                ),
+            ));
+        }
+        let ifindex = if_index(ifname)?;
+        let ring = cfg.ring;
+        let frames = 2 * ring;
+
+        // The map of sockets by queue, and the program.
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, BPF_MAP_TYPE_XSKMAP);
+        put_u32(&mut a, 4, 4);
+        put_u32(&mut a, 8, 4);
+        put_u32(&mut a, 12, 64);
+        let map = owned(
+            bpf(BPF_MAP_CREATE, &mut a, "bpf map create (xskmap)")?,
+            "xskmap",
+        )?;
+        let prog_bytes = redirect_program(map.as_raw_fd());
+        let license = c"Dual MIT/GPL";
+        let mut log = vec![0u8; 4096];
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, BPF_PROG_TYPE_XDP);
+        put_u32(&mut a, 4, (prog_bytes.len() / 8) as u32);
+        put_u64(&mut a, 8, prog_bytes.as_ptr() as u64);
+        put_u64(&mut a, 16, license.as_ptr() as u64);
+        put_u32(&mut a, 24, 1);
+        put_u32(&mut a, 28, log.len() as u32);
+        put_u64(&mut a, 32, log.as_mut_ptr() as u64);
+        a[48..48 + 10].copy_from_slice(b"rktio_xsk\0");
+        let prog = match bpf(BPF_PROG_LOAD, &mut a, "bpf prog load (xdp redirect)") {
+            Ok(fd) => owned(fd, "xdp program")?,
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]).into_owned();
+                return Err(HostError::new(
+                    format!("{}; verifier: {text}", e.what),
+                    e.source,
+                ));
+            }
+        };
+
+        // The socket, its UMEM and rings.
+        count(HostCall::NetSetup);
+        // SAFETY: socket(2) with constant arguments; no memory is passed.
+        let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(last_err("socket(AF_XDP)"));
+        }
+        let fd = owned(libc::c_long::from(raw), "xdp socket")?;
+        let umem = HostBuffers::new(frames as usize)?;
+        let reg = UmemReg {
+            addr: umem.base_ptr() as u64,
+            len: umem.len_bytes() as u64,
+            chunk_size: BLOCK_SIZE as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        setsockopt(fd.as_fd(), XDP_UMEM_REG, &reg, "register UMEM")?;
+        for opt in [
+            XDP_UMEM_FILL_RING,
+            XDP_UMEM_COMPLETION_RING,
+            XDP_RX_RING,
+            XDP_TX_RING,
+        ] {
+            setsockopt(fd.as_fd(), opt, &ring, "xdp ring size")?;
+        }
+        let mut off = MmapOffsets::default();
+        let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
+        count(HostCall::NetSetup);
+        // SAFETY: `off` is a live, writable MmapOffsets and `len` its size; the kernel
+        // writes at most `len` bytes and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                SOL_XDP,
+                XDP_MMAP_OFFSETS,
+                (&mut off as *mut MmapOffsets).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 || len as usize != std::mem::size_of::<MmapOffsets>() {
+            return Err(last_err("xdp mmap offsets"));
+        }
+        let fill = Ring::map(fd.as_fd(), &off.fr, XDP_UMEM_PGOFF_FILL_RING, ring, 8)?;
+        let comp = Ring::map(fd.as_fd(), &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, ring, 8)?;
+        let rx = Ring::map(fd.as_fd(), &off.rx, XDP_PGOFF_RX_RING, ring, 16)?;
+        let tx = Ring::map(fd.as_fd(), &off.tx, XDP_PGOFF_TX_RING, ring, 16)?;
+
+        let bind = |flags: u16| -> Result<()> {
+            let sa = SockaddrXdp {
+                family: AF_XDP as u16,
+                flags: flags | XDP_USE_NEED_WAKEUP,
+                ifindex,
+                queue_id: queue,
+                shared_umem_fd: 0,
+            };
+            count(HostCall::NetSetup);
+            // SAFETY: `sa` is a live sockaddr_xdp of the size given, read during the call.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const SockaddrXdp).cast(),
+                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(last_err(&format!("bind AF_XDP to {ifname} queue {queue}")));
+            }
+            Ok(())
+        };
+        // A socket closed on this queue just before is released by the kernel
+        // asynchronously: the queue reads as busy for a moment. Retry, bounded.
+        let bind_retrying = |flags: u16| -> Result<()> {
+            let mut tries = 0;
+            loop {
+                match bind(flags) {
+                    Err(e) if e.errno() == Some(libc::EBUSY) && tries < 500 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    r => return r,
+                }
+            }
+        };
+        let mode = if cfg.zero_copy && bind_retrying(XDP_ZEROCOPY).is_ok() {
+            XdpMode::ZeroCopy
+        } else {
+            bind_retrying(XDP_COPY)?;
+            XdpMode::Copy
+        };
+
+        // Put the socket in the map at its queue, then attach the program.
+        let key = queue;
+        let value = fd.as_raw_fd() as u32;
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, map.as_raw_fd() as u32);
+        put_u64(&mut a, 8, (&key as *const u32) as u64);
+        put_u64(&mut a, 16, (&value as *const u32) as u64);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut a, "xskmap update")?;
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, prog.as_raw_fd() as u32);
+        put_u32(&mut a, 4, ifindex);
+        put_u32(&mut a, 8, BPF_XDP);
+        let link = owned(
+            bpf(
+                BPF_LINK_CREATE,
+                &mut a,
+                &format!("attach XDP program to {ifname}"),
+            )?,
+            "bpf link",
+        )?;
+
+        let mut s = XdpSocket {
+            fill,
+            comp,
+            rx,
+            tx,
+            fd,
+            umem,
+            frames,
+            rx_in_kernel: vec![false; ring as usize],
+            to_fill: (0..ring).collect(),
+            tx_free: (ring..frames).rev().collect(),
+            tx_in_kernel: vec![false; ring as usize],
+            tx_pending: 0,
+            mode,
+            ifindex,
+            stats: XdpStats::default(),
+            _link: link,
+            _prog: prog,
+            _map: map,
+        };
+        s.refill();
+        Ok(s)
+    }
+
+    /// Zero-copy or copy mode.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Bad values seen from the kernel.
+    pub fn stats(&self) -> XdpStats {
+        self.stats
+    }
+
+    fn ring_size(&self) -> u32 {
+        self.frames / 2
+    }
+
+    /// Gives free receive frames back to the kernel on the fill ring.
+    fn refill(&mut self) {
+        let room = self.fill.free(0, &mut self.stats) as usize;
+        let n = room.min(self.to_fill.len());
+        if n == 0 {
+            return;
+        }
+        for i in 0..n {
+            let Some(f) = self.to_fill.pop() else { break };
+            self.fill.write_u64(
+                self.fill.local.wrapping_add(i as u32),
+                0,
+                u64::from(f) * BLOCK_SIZE as u64,
+            );
+            self.rx_in_kernel[f as usize] = true;
+        }
+        self.fill.publish_producer(n as u32);
+    }
+
+    /// Copies up to `max` received frames out of the UMEM into `out`, each at most
+    /// `max_len` bytes (longer ones are dropped and counted in `dropped`). Returns
+    /// (frames added, frames dropped).
+    pub fn recv(&mut self, out: &mut Vec<Vec<u8>>, max: usize, max_len: usize) -> (usize, usize) {
+        let avail = self.rx.available(&mut self.stats).min(max as u32);
+        let ring = self.ring_size();
+        let (mut got, mut dropped) = (0, 0);
+        for i in 0..avail {
+            let idx = self.rx.local.wrapping_add(i);
+            let addr = self.rx.read_u64(idx, 0);
+            let len = self.rx.read_u32(idx, 8) as usize;
+            let frame = addr / BLOCK_SIZE as u64;
+            let offset = (addr % BLOCK_SIZE as u64) as usize;
+            if frame >= u64::from(ring) || !self.rx_in_kernel[frame as usize] {
+                // Not a frame the kernel holds: nothing to read, nothing to recycle.
+                self.stats.bad_desc += 1;
+                dropped += 1;
+                continue;
+            }
+            let f = frame as u32;
+            self.rx_in_kernel[f as usize] = false;
+            if len == 0 || len > max_len || offset + len > BLOCK_SIZE {
+                if offset + len > BLOCK_SIZE {
+                    self.stats.bad_desc += 1;
+                }
+                dropped += 1;
+                self.to_fill.push(f);
+                continue;
+            }
+            let mut v = vec![0u8; len];
+            match self.umem.copy_out_at(f as usize, offset, &mut v) {
+                Ok(()) => {
+                    out.push(v);
+                    got += 1;
+                }
+                Err(_) => {
+                    self.stats.bad_desc += 1;
+                    dropped += 1;
+                }
+            }
+            self.to_fill.push(f);
+        }
+        if avail > 0 {
+            self.rx.release_consumer(avail);
+            self.refill();
+        }
+        (got, dropped)
+    }
+
+    /// Whether received frames are waiting on the rx ring.
+    pub fn rx_ready(&self) -> bool {
+        let prod = atomic(self.rx.producer).load(Ordering::Acquire);
+        prod != self.rx.local
+    }
+
+    /// Takes back send frames the kernel finished with.
+    fn reclaim(&mut self) {
+        let avail = self.comp.available(&mut self.stats);
+        let ring = self.ring_size();
+        for i in 0..avail {
+            let addr = self.comp.read_u64(self.comp.local.wrapping_add(i), 0);
+            let frame = addr / BLOCK_SIZE as u64;
+            let slot = frame.wrapping_sub(u64::from(ring));
+            if frame < u64::from(ring)
+                || frame >= u64::from(self.frames)
+                || !self.tx_in_kernel[slot as usize]
+            {
+                self.stats.bad_desc += 1;
+                continue;
+            }
+            self.tx_in_kernel[slot as usize] = false;
+            self.tx_free.push(frame as u32);
+        }
+        if avail > 0 {
+            self.comp.release_consumer(avail);
+        }
+    }
+
+    /// Queues one frame on the tx ring (published by [`XdpSocket::flush`]).
+    /// `Ok(false)` when the ring or the send frames are all in use.
+    pub fn send(&mut self, frame: &[u8]) -> Result<bool> {
+        if frame.len() > BLOCK_SIZE {
+            return Err(HostError::new(
+                "xdp send",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "frame larger than a UMEM frame",
+                ),
+            ));
+        }
+        if self.tx_free.is_empty() {
+            self.reclaim();
+        }
+        if self.tx.free(self.tx_pending, &mut self.stats) == 0 {
+            return Ok(false);
+        }
+        let Some(f) = self.tx_free.pop() else {
+            return Ok(false);
+        };
+        self.umem.copy_in(f as usize, frame)?;
+        let idx = self.tx.local.wrapping_add(self.tx_pending);
+        self.tx.write_u64(idx, 0, u64::from(f) * BLOCK_SIZE as u64);
+        self.tx.write_u32(idx, 8, frame.len() as u32);
+        self.tx.write_u32(idx, 12, 0);
+        let slot = (f - self.ring_size()) as usize;
+        self.tx_in_kernel[slot] = true;
+        self.tx_pending += 1;
+        Ok(true)
+    }
+
+    /// Publishes queued frames and, when the kernel asks for it (always in copy
+    /// mode), kicks it with one sendto(2): one host call per batch.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.tx_pending > 0 {
+            let n = self.tx_pending;
+            self.tx_pending = 0;
+            self.tx.publish_producer(n);
+        }
+        if self.tx.needs_wakeup() && self.tx_in_kernel.iter().any(|&b| b) {
+            count(HostCall::NetSend);
+            // SAFETY: sendto with a null buffer of length 0 and no address: the
+            // kernel reads no memory of ours; it only processes the tx ring.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => {}
+                    _ => return Err(HostError::new("xdp tx kick", e)),
+                }
+            }
+        }
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Before parking: if the kernel wants a wake-up to fill its receive queue
+    /// (zero-copy drivers set the flag), polling the socket gives it one.
+    pub fn rx_needs_wakeup(&self) -> bool {
+        self.fill.needs_wakeup()
+    }
+}
+
+impl AsFd for XdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
