@@ -185,8 +185,11 @@ pub fn enter_netns(name: &str) -> Result<()> {
 /// One mapped ring of an XDP socket.
 #[derive(Debug)]
 struct Ring {
+    /// The kernel's mapping (null for a test ring over `_heap`).
     map: *mut libc::c_void,
     map_len: usize,
+    /// Memory of a test ring (no kernel behind it).
+    _heap: Vec<u64>,
     producer: *const AtomicU32,
     consumer: *const AtomicU32,
     flags: *const AtomicU32,
@@ -258,6 +261,7 @@ impl Ring {
         Ok(Ring {
             map,
             map_len: len,
+            _heap: Vec::new(),
             producer: at(off.producer)?.cast(),
             consumer: at(off.consumer)?.cast(),
             flags: at(off.flags)?.cast(),
@@ -336,6 +340,9 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        if self.map.is_null() {
+            return;
+        }
         count(HostCall::Mmap);
         // SAFETY: map/map_len are exactly the mapping made in `Ring::map`; the
         // pointers into it die with this value.
@@ -795,5 +802,172 @@ impl XdpSocket {
 impl AsFd for XdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+impl Ring {
+    /// A ring over ordinary memory: producer at 0, consumer at 8, flags at 16,
+    /// descriptors from 64.
+    fn heap(size: u32, desc_size: usize) -> Ring {
+        let mut heap = vec![0u64; 8 + size as usize * desc_size / 8];
+        let base = heap.as_mut_ptr().cast::<u8>();
+        Ring {
+            map: std::ptr::null_mut(),
+            map_len: 0,
+            producer: base.cast(),
+            consumer: base.wrapping_add(8).cast(),
+            flags: base.wrapping_add(16).cast(),
+            desc: base.wrapping_add(64),
+            desc_size,
+            size,
+            local: 0,
+            _heap: heap,
+        }
+    }
+
+    /// What the kernel does on a ring it produces into: write entries, move the
+    /// producer.
+    fn kernel_produce(&self, entries: &[(u64, u32)]) {
+        let prod = atomic(self.producer).load(Ordering::Acquire);
+        for (i, &(addr, len)) in entries.iter().enumerate() {
+            let idx = prod.wrapping_add(i as u32);
+            self.write_u64(idx, 0, addr);
+            if self.desc_size == 16 {
+                self.write_u32(idx, 8, len);
+            }
+        }
+        atomic(self.producer).store(prod.wrapping_add(entries.len() as u32), Ordering::Release);
+    }
+
+    fn kernel_set(&self, producer: Option<u32>, consumer: Option<u32>) {
+        if let Some(p) = producer {
+            atomic(self.producer).store(p, Ordering::Release);
+        }
+        if let Some(c) = consumer {
+            atomic(self.consumer).store(c, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+impl XdpSocket {
+    /// A socket with no kernel behind it, for tests that play a hostile kernel.
+    fn fake(ring: u32) -> XdpSocket {
+        let null = || -> OwnedFd {
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .expect("/dev/null")
+        };
+        let frames = 2 * ring;
+        let mut s = XdpSocket {
+            fill: Ring::heap(ring, 8),
+            comp: Ring::heap(ring, 8),
+            rx: Ring::heap(ring, 16),
+            tx: Ring::heap(ring, 16),
+            fd: null(),
+            umem: HostBuffers::new(frames as usize).expect("umem"),
+            frames,
+            rx_in_kernel: vec![false; ring as usize],
+            to_fill: (0..ring).collect(),
+            tx_free: (ring..frames).rev().collect(),
+            tx_in_kernel: vec![false; ring as usize],
+            tx_pending: 0,
+            mode: XdpMode::Copy,
+            ifindex: 0,
+            stats: XdpStats::default(),
+            _link: null(),
+            _prog: null(),
+            _map: null(),
+        };
+        s.refill();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const F: u64 = BLOCK_SIZE as u64;
+
+    #[test]
+    fn program_is_six_instructions() {
+        let p = redirect_program(7);
+        assert_eq!(p.len(), 6 * 8);
+        assert_eq!(p[8], 0x18);
+        assert_eq!(i32::from_ne_bytes(p[12..16].try_into().unwrap()), 7);
+        assert_eq!(p[40], 0x95);
+    }
+
+    #[test]
+    fn good_frames_arrive_and_are_recycled() {
+        let mut s = XdpSocket::fake(64);
+        // All 64 receive frames were handed to the kernel on the fill ring.
+        assert_eq!(s.fill.local, 64);
+        s.umem.copy_in(3, b"....hello frame").unwrap();
+        // The kernel took the fill entries and received into frame 3.
+        s.fill.kernel_set(None, Some(64));
+        s.rx.kernel_produce(&[(3 * F + 4, 11)]);
+        let mut out = Vec::new();
+        assert_eq!(s.recv(&mut out, 16, 1514), (1, 0));
+        assert_eq!(out[0], b"hello frame");
+        // Frame 3 went straight back on the fill ring.
+        assert_eq!(s.fill.local, 65);
+        assert_eq!(s.stats(), XdpStats::default());
+    }
+
+    #[test]
+    fn hostile_receive_descriptors_are_dropped_and_counted() {
+        let mut s = XdpSocket::fake(64);
+        let mut out = Vec::new();
+        s.rx.kernel_produce(&[
+            (200 * F, 60),       // beyond the UMEM
+            (64 * F, 60),        // a send frame
+            (5 * F, 60),         // fine
+            (5 * F, 60),         // the same frame again: the kernel no longer holds it
+            (6 * F + 4000, 500), // runs past the end of its frame
+            (7 * F, 0),          // empty
+            (8 * F, 9000),       // longer than the MTU allows
+            (u64::MAX, u32::MAX),
+        ]);
+        let (got, dropped) = s.recv(&mut out, 64, 1514);
+        assert_eq!((got, dropped), (1, 7));
+        assert_eq!(s.stats().bad_desc, 6);
+        // A producer that claims more than a ring of entries is not believed.
+        s.rx.kernel_set(Some(s.rx.local.wrapping_add(65)), None);
+        assert_eq!(s.recv(&mut out, 64, 1514), (0, 0));
+        assert_eq!(s.stats().bad_index, 1);
+        s.rx.kernel_set(Some(s.rx.local.wrapping_sub(1)), None);
+        assert_eq!(s.recv(&mut out, 64, 1514), (0, 0));
+        assert_eq!(s.stats().bad_index, 2);
+    }
+
+    #[test]
+    fn hostile_completions_and_consumers_are_refused() {
+        let mut s = XdpSocket::fake(64);
+        for _ in 0..64 {
+            assert!(s.send(&[0xab; 100]).unwrap());
+        }
+        // The tx ring is full until the kernel consumes.
+        assert!(!s.send(&[0xab; 100]).unwrap());
+        s.tx.publish_producer(s.tx_pending);
+        s.tx_pending = 0;
+        // Completions: an rx frame, a frame twice, one beyond the UMEM, one good.
+        s.tx.kernel_set(None, Some(64));
+        s.comp
+            .kernel_produce(&[(2 * F, 0), (64 * F, 0), (64 * F, 0), (999 * F, 0)]);
+        s.reclaim();
+        assert_eq!(s.stats().bad_desc, 3);
+        assert_eq!(s.tx_free.len(), 1);
+        // A consumer index ahead of our producer is a lie: no room is believed.
+        s.tx.kernel_set(None, Some(s.tx.local.wrapping_add(10)));
+        assert!(!s.send(&[1; 60]).unwrap());
+        assert_eq!(s.stats().bad_index, 1);
+        assert!(
+            s.send(&[1; 5000]).is_err(),
+            "a frame larger than a UMEM frame"
+        );
     }
 }
