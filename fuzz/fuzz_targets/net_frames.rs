@@ -21,7 +21,7 @@ fn config(wireguard: bool) -> StackConfig {
         Security::Plaintext
     };
     StackConfig {
-        mac: [2, 0, 0, 0, 0, 1],
+        mac: Some([2, 0, 0, 0, 0, 1]),
         addresses: vec![Cidr::parse("10.1.0.1/24").expect("cidr"), Cidr::parse("fd01::1/64").expect("cidr")],
         gateways: vec![],
         security,

@@ -76,6 +76,12 @@ pub trait Nic: Send + std::fmt::Debug {
     fn mtu(&self) -> usize;
     /// Counters.
     fn stats(&self) -> NicStats;
+    /// The interface's own MAC address, when the stack owns the interface (AF_XDP
+    /// on a NIC or veth); `None` when the other side of the link has it (TAP) or
+    /// there is none (pipe), and the stack picks its own.
+    fn mac(&self) -> Option<[u8; 6]> {
+        None
+    }
     /// A descriptor that becomes readable when frames arrive, for an idle poller to
     /// park on (`None`: the NIC cannot wake a sleeper and must be polled).
     fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
@@ -102,6 +108,9 @@ impl Nic for Box<dyn Nic> {
     }
     fn stats(&self) -> NicStats {
         (**self).stats()
+    }
+    fn mac(&self) -> Option<[u8; 6]> {
+        (**self).mac()
     }
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         (**self).wait_fd()

@@ -316,6 +316,7 @@ impl Net {
             nonblocking: false,
             read_shut: false,
             write_shut: false,
+            timeout: None,
         })
     }
 
@@ -519,6 +520,7 @@ impl TcpListener {
                         nonblocking: false,
                         read_shut: false,
                         write_shut: false,
+                        timeout: None,
                     },
                     remote,
                 ));
@@ -550,6 +552,8 @@ pub struct TcpStream {
     nonblocking: bool,
     read_shut: bool,
     write_shut: bool,
+    /// SO_RCVTIMEO / SO_SNDTIMEO: a blocking call gives up with `WouldBlock` after this.
+    timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for TcpStream {
@@ -562,6 +566,34 @@ impl TcpStream {
     /// Non-blocking mode: reads and writes return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&mut self, on: bool) {
         self.nonblocking = on;
+    }
+
+    /// SO_RCVTIMEO and SO_SNDTIMEO: blocking reads and writes give up with
+    /// `WouldBlock` (EAGAIN, as Linux does) after this long (`None`: wait forever).
+    pub fn set_timeout(&mut self, t: Option<Duration>) {
+        self.timeout = t.filter(|d| !d.is_zero());
+    }
+
+    /// Waits for the driver within the socket's timeout, or fails with `WouldBlock`.
+    fn block<'a>(
+        &self,
+        c: MutexGuard<'a, Core>,
+        deadline: Option<Instant>,
+    ) -> io::Result<MutexGuard<'a, Core>> {
+        if self.nonblocking {
+            return Err(would_block());
+        }
+        let limit = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(would_block());
+                }
+                (d - now).min(Duration::from_millis(500))
+            }
+            None => Duration::from_millis(500),
+        };
+        Ok(self.shared.wait(c, limit))
     }
 
     /// TCP_NODELAY.
@@ -621,6 +653,7 @@ impl TcpStream {
         if buf.is_empty() || self.read_shut {
             return Ok(0);
         }
+        let deadline = self.timeout.map(|t| Instant::now() + t);
         let mut c = self.shared.lock();
         loop {
             let s = c.stack.app().1.get_mut::<tcp::Socket>(self.handle);
@@ -639,10 +672,7 @@ impl TcpStream {
                 }
                 return Ok(0);
             }
-            if self.nonblocking {
-                return Err(would_block());
-            }
-            c = self.shared.wait(c, Duration::from_millis(500));
+            c = self.block(c, deadline)?;
         }
     }
 
@@ -654,6 +684,7 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
+        let deadline = self.timeout.map(|t| Instant::now() + t);
         let mut c = self.shared.lock();
         loop {
             let s = c.stack.app().1.get_mut::<tcp::Socket>(self.handle);
@@ -668,10 +699,7 @@ impl TcpStream {
                 self.shared.kick();
                 return Ok(n);
             }
-            if self.nonblocking {
-                return Err(would_block());
-            }
-            c = self.shared.wait(c, Duration::from_millis(500));
+            c = self.block(c, deadline)?;
         }
     }
 

@@ -44,8 +44,9 @@ pub enum Security {
 /// How to set up a stack.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
-    /// The NIC's MAC address.
-    pub mac: [u8; 6],
+    /// Our MAC address. `None`: the NIC's own (AF_XDP), else a random locally
+    /// administered one.
+    pub mac: Option<[u8; 6]>,
     /// Underlay addresses on the NIC (with their prefix).
     pub addresses: Vec<Cidr>,
     /// Default gateways on the underlay (one per family at most).
@@ -144,9 +145,14 @@ fn random_u64() -> u64 {
 impl<N: Nic> Stack<N> {
     /// Builds a stack over `nic`.
     pub fn new(nic: N, cfg: &StackConfig) -> Result<Self, StackError> {
+        let mac = cfg.mac.or(nic.mac()).unwrap_or_else(|| {
+            let r = random_u64().to_ne_bytes();
+            // Locally administered, unicast.
+            [(r[0] & 0xfc) | 0x02, r[1], r[2], r[3], r[4], r[5]]
+        });
         let mut dev = SmolDevice::new(nic);
         let now = SmolInstant::now();
-        let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(cfg.mac)));
+        let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         c.random_seed = random_u64();
         let mut wire = Interface::new(c, &mut dev, now);
         add_addresses(&mut wire, &cfg.addresses)?;

@@ -4,34 +4,49 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use rktio_sys::{XdpConfig, XdpMode, XdpSocket, XdpStats};
+use rktio_sys::{ReadySet, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats};
 
 use crate::{ETH_HEADER, Nic, NicError, NicStats};
 
-/// A NIC over an AF_XDP socket on one queue of an interface.
+/// A NIC over AF_XDP sockets, one per receive queue of an interface (sends go
+/// out through the first).
 #[derive(Debug)]
 pub struct XdpNic {
-    sock: XdpSocket,
+    socks: Vec<XdpSocket>,
+    /// Readable when any socket has frames.
+    ready: ReadySet,
+    /// Next queue to read first (so no queue starves another).
+    next: usize,
     mtu: usize,
+    mac: [u8; 6],
     stats: NicStats,
+    // Last: detaches the program once the sockets are closed.
+    _prog: XdpProgram,
 }
 
 impl XdpNic {
-    /// Opens queue `queue` of `ifname` (in the calling thread's network namespace)
-    /// with this IP MTU; the interface must be up. Its frames stop reaching the
-    /// kernel: the stack owns the interface while this lives.
-    pub fn open(ifname: &str, queue: u32, mtu: usize, cfg: XdpConfig) -> Result<Self, NicError> {
+    /// Opens every receive queue of `ifname` (in the calling thread's network
+    /// namespace) with this IP MTU; the interface must be up. Its frames stop
+    /// reaching the kernel: the stack owns the interface while this lives.
+    pub fn open(ifname: &str, mtu: usize, cfg: XdpConfig) -> Result<Self, NicError> {
         if mtu + ETH_HEADER > 3840 {
             return Err(NicError::BadFrame(format!(
                 "MTU {mtu} does not fit a 4 KiB UMEM frame"
             )));
         }
-        let sock =
-            XdpSocket::open(ifname, queue, cfg).map_err(|e| NicError::Down(e.to_string()))?;
+        let down = |e: rktio_sys::HostError| NicError::Down(e.to_string());
+        let (prog, socks) = rktio_sys::open_xdp(ifname, cfg).map_err(down)?;
+        let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
+        let ready = ReadySet::new(&fds).map_err(down)?;
+        let mac = rktio_sys::if_mac(ifname).map_err(down)?;
         Ok(Self {
-            sock,
+            socks,
+            ready,
+            next: 0,
             mtu,
+            mac,
             stats: NicStats::default(),
+            _prog: prog,
         })
     }
 
@@ -41,14 +56,13 @@ impl XdpNic {
     pub fn open_in_netns(
         netns: &str,
         ifname: &str,
-        queue: u32,
         mtu: usize,
         cfg: XdpConfig,
     ) -> Result<Self, NicError> {
         let (ns, ifname) = (netns.to_string(), ifname.to_string());
         std::thread::spawn(move || {
             rktio_sys::enter_netns(&ns).map_err(|e| NicError::Down(e.to_string()))?;
-            XdpNic::open(&ifname, queue, mtu, cfg)
+            XdpNic::open(&ifname, mtu, cfg)
         })
         .join()
         .map_err(|_| NicError::Down("the namespace thread failed".into()))?
@@ -56,20 +70,40 @@ impl XdpNic {
 
     /// Zero-copy or copy mode.
     pub fn mode(&self) -> XdpMode {
-        self.sock.mode()
+        self.socks[0].mode()
     }
 
-    /// Bad ring values the kernel wrote.
+    /// Receive queues served.
+    pub fn queues(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Bad ring values the kernel wrote, all queues together.
     pub fn ring_stats(&self) -> XdpStats {
-        self.sock.stats()
+        self.socks.iter().fold(XdpStats::default(), |a, s| {
+            let b = s.stats();
+            XdpStats {
+                bad_desc: a.bad_desc + b.bad_desc,
+                bad_index: a.bad_index + b.bad_index,
+            }
+        })
     }
 }
 
 impl Nic for XdpNic {
     fn recv(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> Result<usize, NicError> {
         let start = out.len();
-        let (_, dropped) = self.sock.recv(out, max, self.mtu + ETH_HEADER);
-        self.stats.rx_dropped_bad += dropped as u64;
+        let n = self.socks.len();
+        for i in 0..n {
+            let room = max.saturating_sub(out.len() - start);
+            if room == 0 {
+                break;
+            }
+            let q = (self.next + i) % n;
+            let (_, dropped) = self.socks[q].recv(out, room, self.mtu + ETH_HEADER);
+            self.stats.rx_dropped_bad += dropped as u64;
+        }
+        self.next = (self.next + 1) % n;
         // Runts are dropped here (the socket drops only what is too long).
         let mut kept = start;
         for i in start..out.len() {
@@ -90,19 +124,12 @@ impl Nic for XdpNic {
         if frame.len() < ETH_HEADER || frame.len() > self.mtu + ETH_HEADER {
             return Err(NicError::BadFrame(format!("{} bytes", frame.len())));
         }
-        let mut ok = self
-            .sock
-            .send(frame)
-            .map_err(|e| NicError::Down(e.to_string()))?;
+        let tx = &mut self.socks[0];
+        let mut ok = tx.send(frame).map_err(|e| NicError::Down(e.to_string()))?;
         if !ok {
             // Ring full: publish what is queued, take back completions, retry once.
-            self.sock
-                .flush()
-                .map_err(|e| NicError::Down(e.to_string()))?;
-            ok = self
-                .sock
-                .send(frame)
-                .map_err(|e| NicError::Down(e.to_string()))?;
+            tx.flush().map_err(|e| NicError::Down(e.to_string()))?;
+            ok = tx.send(frame).map_err(|e| NicError::Down(e.to_string()))?;
         }
         if ok {
             self.stats.tx_frames += 1;
@@ -113,13 +140,13 @@ impl Nic for XdpNic {
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.sock.flush() {
+        if let Err(e) = self.socks[0].flush() {
             tracing::warn!("xdp: {e}");
         }
     }
 
     fn rx_ready(&self) -> bool {
-        self.sock.rx_ready()
+        self.socks.iter().any(|s| s.rx_ready())
     }
 
     fn mtu(&self) -> usize {
@@ -131,6 +158,10 @@ impl Nic for XdpNic {
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.sock.as_fd())
+        Some(self.ready.as_fd())
+    }
+
+    fn mac(&self) -> Option<[u8; 6]> {
+        Some(self.mac)
     }
 }

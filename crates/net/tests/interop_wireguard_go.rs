@@ -37,7 +37,11 @@ fn wireguard_go_peer_talks_to_our_stack() {
     )
     .unwrap();
     peer.link("10.201.0.1/24");
-    peer.wireguard(&theirs, &ours.public(), "10.201.0.2:51821");
+    peer.wireguard(
+        &theirs.to_base64(),
+        &ours.public().to_base64(),
+        "10.201.0.2:51821",
+    );
     let pcap = peer.capture();
 
     // ping through the tunnel (smoltcp answers echo requests).

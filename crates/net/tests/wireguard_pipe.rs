@@ -64,7 +64,7 @@ fn wg_pair() -> (WgConfig, WgConfig) {
 
 fn config(last: u8, security: Security) -> StackConfig {
     StackConfig {
-        mac: [2, 0, 0, 0, 1, last],
+        mac: Some([2, 0, 0, 0, 1, last]),
         addresses: vec![Cidr::parse(&format!("10.1.0.{last}/24")).unwrap()],
         gateways: vec![],
         security,

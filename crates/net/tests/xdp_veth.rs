@@ -18,7 +18,7 @@ fn xdp_on_veth_plaintext_then_wireguard_go() {
     let (ns, dev) = peer.veth_link("10.201.0.1/24");
 
     // Plaintext, explicitly.
-    let nic = XdpNic::open_in_netns(&ns, &dev, 0, 1500, XdpConfig::default()).unwrap();
+    let nic = XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap();
     assert_eq!(nic.mode(), XdpMode::Copy, "veth offers copy mode");
     let net = Net::start(
         Box::new(nic),
@@ -45,14 +45,18 @@ fn xdp_on_veth_plaintext_then_wireguard_go() {
         theirs.public().to_base64()
     ))
     .unwrap();
-    let nic = XdpNic::open_in_netns(&ns, &dev, 0, 1500, XdpConfig::default()).unwrap();
+    let nic = XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap();
     let net = Net::start(
         Box::new(nic),
         &stack_config(Security::WireGuard(wg)),
         PollConfig::default(),
     )
     .unwrap();
-    peer.wireguard(&theirs, &ours.public(), "10.201.0.2:51821");
+    peer.wireguard(
+        &theirs.to_base64(),
+        &ours.public().to_base64(),
+        "10.201.0.2:51821",
+    );
     let pcap = peer.capture();
     let out = peer.sh("ping -c 3 -i 0.2 -W 5 10.202.0.2");
     assert!(out.contains("3 received"), "{out}");

@@ -20,9 +20,12 @@ mod xdp;
 pub use buffer::HostBuffers;
 pub use counters::{HostCall, HostCalls, count};
 pub use file::{FileOptions, HostFile};
-pub use net::{Notifier, TapDevice, dup_fd, wait_readable};
+pub use net::{Notifier, ReadySet, TapDevice, dup_fd, wait_readable};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
-pub use xdp::{XdpConfig, XdpMode, XdpSocket, XdpStats, enter_netns, if_index};
+pub use xdp::{
+    XDP_MAX_QUEUES, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats, enter_netns, if_index,
+    if_mac, open_xdp,
+};
 
 /// Size of one block everywhere in rkt-io.
 pub const BLOCK_SIZE: usize = 4096;

@@ -5,7 +5,7 @@
 //! plain bytes for the network layer to validate.
 
 use crate::{HostCall, HostError, Result, count};
-use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, epoll};
 use rustix::fs::{Mode, OFlags};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -176,4 +176,37 @@ pub fn dup_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     count(HostCall::NetSetup);
     fd.try_clone_to_owned()
         .map_err(|e| HostError::new("dup", e))
+}
+
+/// Several descriptors behind one (an epoll instance): readable when any of them
+/// is, so a poller can park on a NIC with many queues.
+#[derive(Debug)]
+pub struct ReadySet {
+    fd: OwnedFd,
+}
+
+impl ReadySet {
+    /// A set of these descriptors (each watched for readability).
+    pub fn new(fds: &[BorrowedFd<'_>]) -> Result<Self> {
+        count(HostCall::NetSetup);
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map_err(|e| HostError::new("epoll_create", e.into()))?;
+        for (i, f) in fds.iter().enumerate() {
+            count(HostCall::NetSetup);
+            epoll::add(
+                &fd,
+                f,
+                epoll::EventData::new_u64(i as u64),
+                epoll::EventFlags::IN,
+            )
+            .map_err(|e| HostError::new("epoll_ctl", e.into()))?;
+        }
+        Ok(Self { fd })
+    }
+}
+
+impl AsFd for ReadySet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }

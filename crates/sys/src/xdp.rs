@@ -165,6 +165,38 @@ pub fn if_index(name: &str) -> Result<u32> {
     Ok(i)
 }
 
+/// The hardware (MAC) address of interface `name` in the calling thread's network
+/// namespace.
+pub fn if_mac(name: &str) -> Result<[u8; 6]> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(HostError::new(
+            "interface name",
+            io::Error::other("1 to 15 bytes"),
+        ));
+    }
+    count(HostCall::NetSetup);
+    // SAFETY: socket(2) with constant arguments; no memory is passed.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(last_err("socket for SIOCGIFHWADDR"));
+    }
+    let sock = owned(libc::c_long::from(raw), "socket")?;
+    // struct ifreq: the name, then the union, here a struct sockaddr whose
+    // sa_data begins with the MAC.
+    let mut req = [0u8; 40];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    count(HostCall::NetSetup);
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes a sockaddr into a
+    // `struct ifreq` (40 bytes): `req` is a live, writable buffer of that size.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, req.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(last_err(&format!("MAC address of {name}")));
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req[18..24]);
+    Ok(mac)
+}
+
 /// Moves the calling thread into the network namespace `name` (as made by
 /// `ip netns add`, under /var/run/netns). Sockets and devices it opens afterwards
 /// live there; other threads are not affected.
@@ -180,6 +212,117 @@ pub fn enter_netns(name: &str) -> Result<()> {
         return Err(last_err(&format!("enter network namespace {name}")));
     }
     Ok(())
+}
+
+/// The XDP program of an interface, with its map of sockets by receive queue,
+/// attached by a BPF link: closing it (dropping this) detaches the program.
+#[derive(Debug)]
+pub struct XdpProgram {
+    map: OwnedFd,
+    prog: OwnedFd,
+    link: Option<OwnedFd>,
+}
+
+/// Most receive queues served (the size of the socket map).
+pub const XDP_MAX_QUEUES: u32 = 64;
+
+impl XdpProgram {
+    /// Builds the map and loads the redirect program (not attached yet).
+    pub fn load() -> Result<XdpProgram> {
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, BPF_MAP_TYPE_XSKMAP);
+        put_u32(&mut a, 4, 4);
+        put_u32(&mut a, 8, 4);
+        put_u32(&mut a, 12, XDP_MAX_QUEUES);
+        let map = owned(
+            bpf(BPF_MAP_CREATE, &mut a, "bpf map create (xskmap)")?,
+            "xskmap",
+        )?;
+        let prog_bytes = redirect_program(map.as_raw_fd());
+        let license = c"Dual MIT/GPL";
+        let mut log = vec![0u8; 4096];
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, BPF_PROG_TYPE_XDP);
+        put_u32(&mut a, 4, (prog_bytes.len() / 8) as u32);
+        put_u64(&mut a, 8, prog_bytes.as_ptr() as u64);
+        put_u64(&mut a, 16, license.as_ptr() as u64);
+        put_u32(&mut a, 24, 1);
+        put_u32(&mut a, 28, log.len() as u32);
+        put_u64(&mut a, 32, log.as_mut_ptr() as u64);
+        a[48..48 + 10].copy_from_slice(b"rktio_xsk\0");
+        let prog = match bpf(BPF_PROG_LOAD, &mut a, "bpf prog load (xdp redirect)") {
+            Ok(fd) => owned(fd, "xdp program")?,
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]).into_owned();
+                return Err(HostError::new(
+                    format!("{}; verifier: {text}", e.what),
+                    e.source,
+                ));
+            }
+        };
+
+        Ok(XdpProgram {
+            map,
+            prog,
+            link: None,
+        })
+    }
+
+    /// Puts `sock` in the map at receive queue `queue`.
+    pub fn insert(&self, queue: u32, sock: &XdpSocket) -> Result<()> {
+        let key = queue;
+        let value = sock.fd.as_raw_fd() as u32;
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, self.map.as_raw_fd() as u32);
+        put_u64(&mut a, 8, (&key as *const u32) as u64);
+        put_u64(&mut a, 16, (&value as *const u32) as u64);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut a, "xskmap update")?;
+        Ok(())
+    }
+
+    /// Attaches the program to interface `ifindex`.
+    pub fn attach(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        let mut a = [0u8; BPF_ATTR_SIZE];
+        put_u32(&mut a, 0, self.prog.as_raw_fd() as u32);
+        put_u32(&mut a, 4, ifindex);
+        put_u32(&mut a, 8, BPF_XDP);
+        let link = owned(
+            bpf(
+                BPF_LINK_CREATE,
+                &mut a,
+                &format!("attach XDP program to {ifname}"),
+            )?,
+            "bpf link",
+        )?;
+        self.link = Some(link);
+        Ok(())
+    }
+}
+
+/// Opens an XDP socket on every receive queue of `ifname` (in the calling
+/// thread's network namespace: a NIC spreads flows over its queues, and veth has
+/// one per CPU), loads the redirect program with all of them in its map and
+/// attaches it. The sockets and the program may be dropped in either order: the
+/// kernel drops a closed socket from the map, and frames of a queue with no
+/// socket go on to the kernel.
+pub fn open_xdp(ifname: &str, cfg: XdpConfig) -> Result<(XdpProgram, Vec<XdpSocket>)> {
+    let ifindex = if_index(ifname)?;
+    let mut prog = XdpProgram::load()?;
+    let mut socks = Vec::new();
+    for q in 0..XDP_MAX_QUEUES {
+        match XdpSocket::open(ifname, ifindex, q, cfg) {
+            Ok(s) => {
+                prog.insert(q, &s)?;
+                socks.push(s);
+            }
+            // Past the last queue the kernel answers EINVAL.
+            Err(e) if q > 0 && e.errno() == Some(libc::EINVAL) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    prog.attach(ifname, ifindex)?;
+    Ok((prog, socks))
 }
 
 /// One mapped ring of an XDP socket.
@@ -375,9 +518,6 @@ pub struct XdpSocket {
     mode: XdpMode,
     ifindex: u32,
     stats: XdpStats,
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _map: OwnedFd,
 }
 
 // SAFETY: the raw pointers are into mappings owned by this value; all access goes
@@ -424,9 +564,10 @@ struct SockaddrXdp {
 }
 
 impl XdpSocket {
-    /// Opens an XDP socket on queue `queue` of interface `ifname` (in the calling
-    /// thread's network namespace), loads and attaches the redirect program.
-    pub fn open(ifname: &str, queue: u32, cfg: XdpConfig) -> Result<XdpSocket> {
+    /// Opens an XDP socket bound to queue `queue` of interface `ifindex` (in the
+    /// calling thread's network namespace). Frames reach it once an
+    /// [`XdpProgram`] holding it is attached.
+    pub fn open(ifname: &str, ifindex: u32, queue: u32, cfg: XdpConfig) -> Result<XdpSocket> {
         if !cfg.ring.is_power_of_two() || !(64..=16384).contains(&cfg.ring) {
             return Err(HostError::new(
                 "xdp socket",
@@ -436,43 +577,8 @@ impl XdpSocket {
                 ),
             ));
         }
-        let ifindex = if_index(ifname)?;
         let ring = cfg.ring;
         let frames = 2 * ring;
-
-        // The map of sockets by queue, and the program.
-        let mut a = [0u8; BPF_ATTR_SIZE];
-        put_u32(&mut a, 0, BPF_MAP_TYPE_XSKMAP);
-        put_u32(&mut a, 4, 4);
-        put_u32(&mut a, 8, 4);
-        put_u32(&mut a, 12, 64);
-        let map = owned(
-            bpf(BPF_MAP_CREATE, &mut a, "bpf map create (xskmap)")?,
-            "xskmap",
-        )?;
-        let prog_bytes = redirect_program(map.as_raw_fd());
-        let license = c"Dual MIT/GPL";
-        let mut log = vec![0u8; 4096];
-        let mut a = [0u8; BPF_ATTR_SIZE];
-        put_u32(&mut a, 0, BPF_PROG_TYPE_XDP);
-        put_u32(&mut a, 4, (prog_bytes.len() / 8) as u32);
-        put_u64(&mut a, 8, prog_bytes.as_ptr() as u64);
-        put_u64(&mut a, 16, license.as_ptr() as u64);
-        put_u32(&mut a, 24, 1);
-        put_u32(&mut a, 28, log.len() as u32);
-        put_u64(&mut a, 32, log.as_mut_ptr() as u64);
-        a[48..48 + 10].copy_from_slice(b"rktio_xsk\0");
-        let prog = match bpf(BPF_PROG_LOAD, &mut a, "bpf prog load (xdp redirect)") {
-            Ok(fd) => owned(fd, "xdp program")?,
-            Err(e) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]).into_owned();
-                return Err(HostError::new(
-                    format!("{}; verifier: {text}", e.what),
-                    e.source,
-                ));
-            }
-        };
 
         // The socket, its UMEM and rings.
         count(HostCall::NetSetup);
@@ -565,27 +671,6 @@ impl XdpSocket {
             XdpMode::Copy
         };
 
-        // Put the socket in the map at its queue, then attach the program.
-        let key = queue;
-        let value = fd.as_raw_fd() as u32;
-        let mut a = [0u8; BPF_ATTR_SIZE];
-        put_u32(&mut a, 0, map.as_raw_fd() as u32);
-        put_u64(&mut a, 8, (&key as *const u32) as u64);
-        put_u64(&mut a, 16, (&value as *const u32) as u64);
-        bpf(BPF_MAP_UPDATE_ELEM, &mut a, "xskmap update")?;
-        let mut a = [0u8; BPF_ATTR_SIZE];
-        put_u32(&mut a, 0, prog.as_raw_fd() as u32);
-        put_u32(&mut a, 4, ifindex);
-        put_u32(&mut a, 8, BPF_XDP);
-        let link = owned(
-            bpf(
-                BPF_LINK_CREATE,
-                &mut a,
-                &format!("attach XDP program to {ifname}"),
-            )?,
-            "bpf link",
-        )?;
-
         let mut s = XdpSocket {
             fill,
             comp,
@@ -602,9 +687,6 @@ impl XdpSocket {
             mode,
             ifindex,
             stats: XdpStats::default(),
-            _link: link,
-            _prog: prog,
-            _map: map,
         };
         s.refill();
         Ok(s)
@@ -876,9 +958,6 @@ impl XdpSocket {
             mode: XdpMode::Copy,
             ifindex: 0,
             stats: XdpStats::default(),
-            _link: null(),
-            _prog: null(),
-            _map: null(),
         };
         s.refill();
         s
