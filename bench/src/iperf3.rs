@@ -175,10 +175,11 @@ impl Iperf3Server {
         }
         let seconds = start.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
-        let mut keep = Vec::new();
+        // As iperf3's server does at TEST_END: close the data streams (a client
+        // in reverse mode may be blocked reading one).
         for w in workers {
-            if let Ok(s) = w.join() {
-                keep.push(s);
+            if let Ok(mut s) = w.join() {
+                s.shutdown(false, true);
             }
         }
         state(&mut ctl, EXCHANGE_RESULTS)?;
@@ -206,7 +207,6 @@ impl Iperf3Server {
         state(&mut ctl, DISPLAY_RESULTS)?;
         // The client answers IPERF_DONE and closes; a client that just closes is fine.
         let _ = read_exact(&mut ctl, &mut b).map(|_| b[0] == IPERF_DONE);
-        drop(keep);
         Ok(TestResult {
             bytes: counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
             seconds,

@@ -44,8 +44,9 @@ struct Row {
     note: String,
 }
 
-/// Runs the iperf3 client in the peer namespace; returns Gbit/s as the receiver saw it.
-fn client(peer: &Peer, to: &str, seconds: u32, reverse: bool) -> f64 {
+/// Runs the iperf3 client in the peer namespace; returns Gbit/s as the receiver
+/// saw it, or what iperf3 said went wrong.
+fn client(peer: &Peer, to: &str, seconds: u32, reverse: bool) -> Result<f64, String> {
     let mut c = peer.cmd("iperf3");
     c.args([
         "-c",
@@ -59,15 +60,21 @@ fn client(peer: &Peer, to: &str, seconds: u32, reverse: bool) -> f64 {
     if reverse {
         c.arg("-R");
     }
-    let out = run(&mut c);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    let out = c.output().map_err(|e| format!("iperf3: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "iperf3 printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     if let Some(e) = v["error"].as_str() {
-        panic!("iperf3 -c {to}{}: {e}", if reverse { " -R" } else { "" });
+        let r = if reverse { " -R" } else { "" };
+        return Err(format!("iperf3 -c {to}{r}: {e}"));
     }
-    v["end"]["sum_received"]["bits_per_second"]
+    Ok(v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0)
-        / 1e9
+        / 1e9)
 }
 
 fn kernel_server(ns: &str) -> Child {
@@ -88,8 +95,8 @@ fn kernel_server(ns: &str) -> Child {
 
 fn kernel_row(name: &'static str, peer: &Peer, ns: &str, to: &str, secs: u32) -> Row {
     let mut srv = kernel_server(ns);
-    let up = client(peer, to, secs, false);
-    let down = client(peer, to, secs, true);
+    let up = client(peer, to, secs, false).expect("kernel, forward");
+    let down = client(peer, to, secs, true).expect("kernel, reverse");
     let _ = srv.kill();
     let _ = srv.wait();
     eprintln!("{name}: {up:.3} / {down:.3} Gbit/s");
@@ -113,10 +120,18 @@ fn ours_row(name: &'static str, peer: &Peer, net: Net, to: &str, secs: u32) -> R
     let calls0 = HostCalls::snapshot();
     let s0 = net.stats();
     let up = client(peer, to, secs, false);
+    if up.is_err() {
+        // Let the server thread's second test end too.
+        let _ = client(peer, to, 1, true);
+    }
     let down = client(peer, to, secs, true);
     let (a, b) = h.join().expect("server thread");
-    a.expect("forward test");
-    b.expect("reverse test");
+    let (up, down) = match (up, down, a, b) {
+        (Ok(u), Ok(d), Ok(_), Ok(_)) => (u, d),
+        (u, d, a, b) => panic!(
+            "{name}: client forward {u:?}, reverse {d:?}; server forward {a:?}, reverse {b:?}"
+        ),
+    };
     let calls = HostCalls::snapshot().since(&calls0);
     let s1 = net.stats();
     let packets = (s1.nic.rx_frames + s1.nic.tx_frames) - (s0.nic.rx_frames + s0.nic.tx_frames);
