@@ -156,6 +156,18 @@ pub struct ImageArgs {
     io: IoArgs,
 }
 
+impl ImageArgs {
+    /// The image file.
+    pub fn path(&self) -> &Path {
+        &self.image
+    }
+
+    /// Opens the image read-only, with the key and pins given.
+    pub fn open_read_only(&self) -> Result<SealedDisk<Box<dyn BlockQueue>>, Error> {
+        open(&self.image, &self.key, &self.pin, &self.io, true)
+    }
+}
+
 /// Freshness pins: refuse an image that was rolled back.
 #[derive(Debug, Args)]
 pub struct PinArgs {

@@ -94,7 +94,7 @@ pub fn import(plain: &Path, disk: &mut Disk) -> Result<(), Error> {
     Ok(())
 }
 
-fn mount_ro(disk: Disk) -> Result<Ext4Fs<Box<dyn BlockQueue>>, Error> {
+pub fn mount_ro(disk: Disk) -> Result<Ext4Fs<Box<dyn BlockQueue>>, Error> {
     Ok(Ext4Fs::mount(
         disk,
         MountOptions {

@@ -4,6 +4,7 @@
 
 mod disk;
 mod fs;
+mod net;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ enum Command {
     /// WireGuard keys, compatible with `wg genkey` and `wg pubkey`.
     #[command(subcommand)]
     Wg(WgCommand),
+    /// rkt-io's network stack: serve a sealed image's files over it.
+    #[command(subcommand)]
+    Net(net::NetCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Disk(c) => disk::run(c),
         Command::Wg(c) => wg(c),
+        Command::Net(c) => net::run(c),
     };
     if cli.stats {
         let calls = rktio_sys::HostCalls::snapshot().since(&before);

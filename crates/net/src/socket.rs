@@ -225,6 +225,23 @@ impl Net {
         self.shared.lock().stack.stats()
     }
 
+    /// Waits (at most `limit`) until every closed TCP socket has delivered what
+    /// was queued and finished closing: call before dropping the stack, or data
+    /// written just before a close may never leave.
+    pub fn linger(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut c = self.shared.lock();
+        while !c.closing.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            c = self
+                .shared
+                .wait(c, (deadline - now).min(Duration::from_millis(100)));
+        }
+    }
+
     /// Whether WireGuard peer `i` has completed a handshake.
     pub fn wg_has_session(&self, peer: usize) -> bool {
         self.shared
