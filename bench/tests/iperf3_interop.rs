@@ -5,7 +5,7 @@
 //! reports match what our server counted.
 use rktio_bench::iperf3::Iperf3Server;
 use rktio_net::{Cidr, Key, Net, PollConfig, Security, StackConfig, TapNic, WgConfig};
-use rktio_testnet::{Peer, run};
+use rktio_testnet::{Peer, our_wg_conf, run};
 
 fn client(peer: &Peer, args: &[&str]) -> serde_json::Value {
     let mut c = peer.cmd("iperf3");
@@ -26,11 +26,10 @@ fn client(peer: &Peer, args: &[&str]) -> serde_json::Value {
 fn real_iperf3_client_against_our_stack() {
     let mut peer = Peer::new();
     let (ours, theirs) = (Key::generate().unwrap(), Key::generate().unwrap());
-    let wg = WgConfig::parse(&format!(
-        "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.2/24\nListenPort = 51821\n\
-         [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.1/32\nEndpoint = 10.201.0.1:51820\n",
-        ours.to_base64(),
-        theirs.public().to_base64()
+    let wg = WgConfig::parse(&our_wg_conf(
+        &ours.to_base64(),
+        &theirs.public().to_base64(),
+        false,
     ))
     .unwrap();
     let nic = TapNic::open(&peer.tap, 1500).unwrap();

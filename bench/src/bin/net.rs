@@ -22,7 +22,7 @@ use rktio_net::{
     Cidr, Key, Net, Nic, PollConfig, Security, StackConfig, TapNic, WgConfig, XdpConfig, XdpNic,
 };
 use rktio_sys::HostCalls;
-use rktio_testnet::{Peer, WgPeer, run};
+use rktio_testnet::{Peer, WgPeer, our_wg_conf, run};
 
 #[derive(Debug, Parser)]
 #[command(about = "TCP throughput: kernel vs rkt-io (AF_XDP, TAP; WireGuard on/off), with iperf3")]
@@ -160,12 +160,10 @@ fn stack(security: Security) -> StackConfig {
 }
 
 fn wg_config(ours: &Key, theirs_public: &Key) -> WgConfig {
-    WgConfig::parse(&format!(
-        "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.2/24\nListenPort = 51821\n\
-         [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.1/32\nEndpoint = 10.201.0.1:51820\n\
-         PersistentKeepalive = 25\n",
-        ours.to_base64(),
-        theirs_public.to_base64()
+    WgConfig::parse(&our_wg_conf(
+        &ours.to_base64(),
+        &theirs_public.to_base64(),
+        true,
     ))
     .expect("wg config")
 }

@@ -16,32 +16,13 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 
 use common::*;
-use rktio_net::{Key, Net, PollConfig, Security, TapNic, TcpOptions, WgConfig};
+use rktio_net::{Net, PollConfig, Security, TapNic, TcpOptions};
 
 #[test]
 fn wireguard_go_peer_talks_to_our_stack() {
     let mut peer = Peer::new();
-    let (ours, theirs) = (Key::generate().unwrap(), Key::generate().unwrap());
-    let wg = WgConfig::parse(&format!(
-        "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.2/24\nListenPort = 51821\n\
-         [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.1/32\nEndpoint = 10.201.0.1:51820\n",
-        ours.to_base64(),
-        theirs.public().to_base64()
-    ))
-    .unwrap();
     let nic = TapNic::open(&peer.tap, 1500).unwrap();
-    let net = Net::start(
-        Box::new(nic),
-        &stack_config(Security::WireGuard(wg)),
-        PollConfig::default(),
-    )
-    .unwrap();
-    peer.link("10.201.0.1/24");
-    peer.wireguard(
-        &theirs.to_base64(),
-        &ours.public().to_base64(),
-        "10.201.0.2:51821",
-    );
+    let net = start_wg(&mut peer, Box::new(nic), Some("10.201.0.1/24"));
     let pcap = peer.capture();
 
     // ping through the tunnel (smoltcp answers echo requests).
@@ -131,14 +112,7 @@ fn wireguard_go_peer_talks_to_our_stack() {
     };
     assert!(reader == msg, "echo from the peer differs");
 
-    peer.stop_capture();
-    let wire = std::fs::read(&pcap).unwrap();
-    assert!(
-        wire.len() > data.len() / 2,
-        "the capture saw the transfer: {} bytes",
-        wire.len()
-    );
-    assert!(!contains(&wire, CANARY), "plaintext on the wire");
+    assert_capture_has_no_plaintext(&mut peer, &pcap, data.len() / 2);
     let s = net.stats();
     assert!(s.wg.rx_packets > 100 && s.wg.tx_packets > 1000, "{s:?}");
     assert_eq!(s.wg.rx_dropped_source, 0, "{s:?}");

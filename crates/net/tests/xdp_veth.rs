@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use rktio_net::{Key, Net, PollConfig, Security, WgConfig, XdpConfig, XdpMode, XdpNic};
+use rktio_net::{Net, PollConfig, Security, XdpConfig, XdpMode, XdpNic};
 
 #[test]
 fn xdp_on_veth_plaintext_then_wireguard_go() {
@@ -37,40 +37,15 @@ fn xdp_on_veth_plaintext_then_wireguard_go() {
     drop(net);
 
     // WireGuard with a standard peer.
-    let (ours, theirs) = (Key::generate().unwrap(), Key::generate().unwrap());
-    let wg = WgConfig::parse(&format!(
-        "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.2/24\nListenPort = 51821\n\
-         [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.1/32\nEndpoint = 10.201.0.1:51820\n",
-        ours.to_base64(),
-        theirs.public().to_base64()
-    ))
-    .unwrap();
     let nic = XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap();
-    let net = Net::start(
-        Box::new(nic),
-        &stack_config(Security::WireGuard(wg)),
-        PollConfig::default(),
-    )
-    .unwrap();
-    peer.wireguard(
-        &theirs.to_base64(),
-        &ours.public().to_base64(),
-        "10.201.0.2:51821",
-    );
+    let net = start_wg(&mut peer, Box::new(nic), None);
     let pcap = peer.capture();
     let out = peer.sh("ping -c 3 -i 0.2 -W 5 10.202.0.2");
     assert!(out.contains("3 received"), "{out}");
     let server = serve_http(&net, data.clone(), 1);
     assert_eq!(curl_sha(&peer, "http://10.202.0.2/wg"), sha(&data));
     server.join().unwrap();
-    peer.stop_capture();
-    let wire = std::fs::read(&pcap).unwrap();
-    assert!(
-        wire.len() > data.len() / 2,
-        "the capture saw the transfer: {} bytes",
-        wire.len()
-    );
-    assert!(!contains(&wire, CANARY), "plaintext on the wire");
+    assert_capture_has_no_plaintext(&mut peer, &pcap, data.len() / 2);
     let s = net.stats();
     assert!(s.wg.tx_packets > 1000, "{s:?}");
 }

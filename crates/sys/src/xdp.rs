@@ -120,6 +120,17 @@ fn owned(fd: libc::c_long, what: &str) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// A new close-on-exec socket.
+fn socket(domain: i32, kind: i32, what: &str) -> Result<OwnedFd> {
+    count(HostCall::NetSetup);
+    // SAFETY: socket(2) with integer arguments; no memory is passed.
+    let raw = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(last_err(what));
+    }
+    owned(libc::c_long::from(raw), what)
+}
+
 fn put_u32(a: &mut [u8], off: usize, v: u32) {
     a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
 }
@@ -174,13 +185,7 @@ pub fn if_mac(name: &str) -> Result<[u8; 6]> {
             io::Error::other("1 to 15 bytes"),
         ));
     }
-    count(HostCall::NetSetup);
-    // SAFETY: socket(2) with constant arguments; no memory is passed.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(last_err("socket for SIOCGIFHWADDR"));
-    }
-    let sock = owned(libc::c_long::from(raw), "socket")?;
+    let sock = socket(libc::AF_INET, libc::SOCK_DGRAM, "socket for SIOCGIFHWADDR")?;
     // struct ifreq: the name, then the union, here a struct sockaddr whose
     // sa_data begins with the MAC.
     let mut req = [0u8; 40];
@@ -581,13 +586,7 @@ impl XdpSocket {
         let frames = 2 * ring;
 
         // The socket, its UMEM and rings.
-        count(HostCall::NetSetup);
-        // SAFETY: socket(2) with constant arguments; no memory is passed.
-        let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(last_err("socket(AF_XDP)"));
-        }
-        let fd = owned(libc::c_long::from(raw), "xdp socket")?;
+        let fd = socket(AF_XDP, libc::SOCK_RAW, "socket(AF_XDP)")?;
         let umem = HostBuffers::new(frames as usize)?;
         let reg = UmemReg {
             addr: umem.base_ptr() as u64,

@@ -54,6 +54,21 @@ pub struct Peer {
     wg_socks: Vec<String>,
 }
 
+/// Our stack's side of the usual test tunnel, as wg-quick text: address
+/// 10.202.0.2/24 on port 51821, one peer (wireguard-go at 10.201.0.1:51820, address
+/// 10.202.0.1/32); `keepalive` adds PersistentKeepalive, so we handshake at once.
+pub fn our_wg_conf(our_private_b64: &str, peer_public_b64: &str, keepalive: bool) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {our_private_b64}\nAddress = 10.202.0.2/24\nListenPort = 51821\n\
+         [Peer]\nPublicKey = {peer_public_b64}\nAllowedIPs = 10.202.0.1/32\nEndpoint = 10.201.0.1:51820\n{}",
+        if keepalive {
+            "PersistentKeepalive = 25\n"
+        } else {
+            ""
+        }
+    )
+}
+
 /// A wireguard-go interface's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WgPeer<'a> {

@@ -5,7 +5,7 @@
 //! is killed by PID and the namespaces deleted on drop.
 use std::process::Command;
 
-use rktio_net::{Cidr, Net, Security, StackConfig, TcpOptions};
+use rktio_net::{Cidr, Key, Net, Nic, PollConfig, Security, StackConfig, TcpOptions, WgConfig};
 pub use rktio_testnet::*;
 
 pub const CANARY: &[u8] = b"RKTIO-WIRE-CANARY-5f3a9c-";
@@ -68,4 +68,40 @@ pub fn stack_config(security: Security) -> StackConfig {
         gateways: vec![],
         security,
     }
+}
+
+/// Starts our stack over `nic` with WireGuard (fresh keys), links the peer side
+/// (`link`: the address for a TAP link, `None` when the link is already up) and
+/// starts wireguard-go there as its peer.
+pub fn start_wg(peer: &mut Peer, nic: Box<dyn Nic>, link: Option<&str>) -> Net {
+    let (ours, theirs) = (Key::generate().unwrap(), Key::generate().unwrap());
+    let text = our_wg_conf(&ours.to_base64(), &theirs.public().to_base64(), false);
+    let wg = WgConfig::parse(&text).unwrap();
+    let net = Net::start(
+        nic,
+        &stack_config(Security::WireGuard(wg)),
+        PollConfig::default(),
+    )
+    .unwrap();
+    if let Some(addr) = link {
+        peer.link(addr);
+    }
+    peer.wireguard(
+        &theirs.to_base64(),
+        &ours.public().to_base64(),
+        "10.201.0.2:51821",
+    );
+    net
+}
+
+/// Stops the capture and checks it saw at least `min` bytes and never the canary.
+pub fn assert_capture_has_no_plaintext(peer: &mut Peer, pcap: &std::path::Path, min: usize) {
+    peer.stop_capture();
+    let wire = std::fs::read(pcap).unwrap();
+    assert!(
+        wire.len() > min,
+        "the capture saw the transfer: {} bytes",
+        wire.len()
+    );
+    assert!(!contains(&wire, CANARY), "plaintext on the wire");
 }
