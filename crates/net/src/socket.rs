@@ -284,8 +284,10 @@ impl Net {
         Ok(l)
     }
 
-    /// Connects to `to`, waiting for the handshake.
-    pub fn tcp_connect(&self, to: SocketAddr, opts: TcpOptions) -> io::Result<TcpStream> {
+    /// Starts connecting to `to` and returns at once, as connect(2) on a
+    /// non-blocking socket does (EINPROGRESS): the stream becomes writable when
+    /// the handshake is done, and [`TcpStream::connect_result`] says how it ended.
+    pub fn tcp_connect_start(&self, to: SocketAddr, opts: TcpOptions) -> io::Result<TcpStream> {
         let mut c = self.shared.lock();
         let port = c.ephemeral(false)?;
         let mut s = new_tcp(&opts);
@@ -298,34 +300,8 @@ impl Net {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("connect: {e}")))?;
         let h = sockets.add(s);
         c.tcp_ports.insert(port);
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let failure = loop {
-            let st = c.stack.app().1.get::<tcp::Socket>(h).state();
-            match st {
-                tcp::State::Established | tcp::State::CloseWait => break None,
-                tcp::State::Closed => {
-                    break Some(io::Error::new(
-                        io::ErrorKind::ConnectionRefused,
-                        format!("connect to {to}: refused"),
-                    ));
-                }
-                _ => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break Some(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect to {to}: timed out"),
-                ));
-            }
-            c = self.shared.wait(c, deadline - now);
-        };
-        if let Some(e) = failure {
-            c.stack.app().1.remove(h);
-            c.tcp_ports.remove(&port);
-            return Err(e);
-        }
         drop(c);
+        self.shared.kick();
         Ok(TcpStream {
             shared: self.shared.clone(),
             handle: h,
@@ -335,6 +311,28 @@ impl Net {
             write_shut: false,
             timeout: None,
         })
+    }
+
+    /// Connects to `to`, waiting for the handshake (at most [`CONNECT_TIMEOUT`]).
+    pub fn tcp_connect(&self, to: SocketAddr, opts: TcpOptions) -> io::Result<TcpStream> {
+        let stream = self.tcp_connect_start(to, opts)?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut c = self.shared.lock();
+        let outcome = loop {
+            if let Some(r) = connect_state(&mut c, stream.handle) {
+                break r;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            c = self.shared.wait(c, deadline - now);
+        };
+        // The guard goes before the stream can: dropping a stream takes the lock.
+        drop(c);
+        outcome
+            .map(|()| stream)
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {to}: {e}")))
     }
 
     /// Binds a UDP socket to `port` (0: an ephemeral port).
@@ -436,6 +434,18 @@ fn drive(shared: &Shared, wake: Option<OwnedFd>, cfg: PollConfig) {
         }
         shared.parked.store(false, Ordering::SeqCst);
         idle_since = None;
+    }
+}
+
+/// How a connection attempt stands: `None` while the handshake runs.
+fn connect_state(c: &mut Core, h: SocketHandle) -> Option<io::Result<()>> {
+    match c.stack.app().1.get::<tcp::Socket>(h).state() {
+        tcp::State::SynSent | tcp::State::SynReceived => None,
+        tcp::State::Closed => Some(Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "refused",
+        ))),
+        _ => Some(Ok(())),
     }
 }
 
@@ -583,6 +593,13 @@ impl TcpStream {
     /// Non-blocking mode: reads and writes return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&mut self, on: bool) {
         self.nonblocking = on;
+    }
+
+    /// For a stream from [`Net::tcp_connect_start`]: `None` while the handshake
+    /// runs, then how it ended (SO_ERROR: refused, or fine). A stream that was
+    /// accepted or connected already answers `Some(Ok(()))`.
+    pub fn connect_result(&self) -> Option<io::Result<()>> {
+        connect_state(&mut self.shared.lock(), self.handle)
     }
 
     /// SO_RCVTIMEO and SO_SNDTIMEO: blocking reads and writes give up with

@@ -199,3 +199,43 @@ fn refused_and_in_use() {
     l.set_nonblocking(true);
     assert_eq!(l.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
 }
+
+/// connect(2) on a non-blocking socket: returns at once, then the outcome is
+/// polled (as a program waits for writability and reads SO_ERROR).
+fn wait_connect(s: &rktio_net::TcpStream) -> std::io::Result<()> {
+    for _ in 0..200_000 {
+        if let Some(r) = s.connect_result() {
+            return r;
+        }
+        std::thread::yield_now();
+    }
+    panic!("the handshake never ended");
+}
+
+#[test]
+fn non_blocking_connect() {
+    let (a, b, _) = pair(true);
+    let s = a
+        .tcp_connect_start("10.9.0.2:82".parse().unwrap(), TcpOptions::default())
+        .unwrap();
+    let e = wait_connect(&s).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+    let mut l = b.tcp_listen(82, 1, TcpOptions::default()).unwrap();
+    let mut s = a
+        .tcp_connect_start("10.9.0.2:82".parse().unwrap(), TcpOptions::default())
+        .unwrap();
+    wait_connect(&s).unwrap();
+    let (mut t, _) = l.accept().unwrap();
+    assert_eq!(
+        s.readiness(),
+        (false, true),
+        "connected: writable, nothing to read"
+    );
+    s.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    while got < 5 {
+        got += t.read(&mut buf[got..]).unwrap();
+    }
+    assert_eq!(&buf, b"hello");
+}
