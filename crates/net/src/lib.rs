@@ -38,6 +38,21 @@ pub use xdp::XdpNic;
 /// Ethernet header length.
 pub const ETH_HEADER: usize = 14;
 
+/// Lengths a frame may have on a link with this IP MTU: at least an Ethernet
+/// header, at most MTU + header.
+pub fn frame_lens(mtu: usize) -> std::ops::RangeInclusive<usize> {
+    ETH_HEADER..=mtu + ETH_HEADER
+}
+
+/// Refuses a frame the caller wants sent that the link cannot carry.
+fn check_send(frame: &[u8], mtu: usize) -> Result<(), NicError> {
+    if frame_lens(mtu).contains(&frame.len()) {
+        Ok(())
+    } else {
+        Err(NicError::BadFrame(format!("{} bytes", frame.len())))
+    }
+}
+
 /// Counters of a NIC.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NicStats {

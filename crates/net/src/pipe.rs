@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rktio_sys::Notifier;
 
-use crate::{ETH_HEADER, Nic, NicError, NicStats};
+use crate::{Nic, NicError, NicStats, check_send, frame_lens};
 
 #[derive(Debug)]
 struct Wire {
@@ -66,7 +66,7 @@ impl Nic for PipeNic {
         let mut n = 0;
         while n < max {
             let Some(f) = w.pop_front() else { break };
-            if f.len() < ETH_HEADER || f.len() > self.mtu + ETH_HEADER {
+            if !frame_lens(self.mtu).contains(&f.len()) {
                 self.stats.rx_dropped_bad += 1;
                 continue;
             }
@@ -78,9 +78,7 @@ impl Nic for PipeNic {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<bool, NicError> {
-        if frame.len() < ETH_HEADER || frame.len() > self.mtu + ETH_HEADER {
-            return Err(NicError::BadFrame(format!("{} bytes", frame.len())));
-        }
+        check_send(frame, self.mtu)?;
         let mut w = lock(&self.tx);
         if w.len() >= self.capacity {
             self.stats.tx_dropped_full += 1;

@@ -267,21 +267,28 @@ impl Net {
                 format!("TCP port {port} is in use"),
             ));
         }
-        let mut l = TcpListener {
-            shared: self.shared.clone(),
-            port,
-            ready: Vec::new(),
-            backlog: backlog.clamp(1, MAX_BACKLOG),
-            opts,
-            nonblocking: false,
-        };
-        for _ in 0..l.backlog {
-            let h = l.new_listener(&mut c)?;
-            l.ready.push(h);
+        let mut ready = Vec::new();
+        for _ in 0..backlog.clamp(1, MAX_BACKLOG) {
+            match listen_socket(&mut c, port, &opts) {
+                Ok(h) => ready.push(h),
+                Err(e) => {
+                    for h in ready {
+                        c.stack.app().1.remove(h);
+                    }
+                    c.tcp_ports.remove(&port);
+                    return Err(e);
+                }
+            }
         }
         drop(c);
         self.shared.kick();
-        Ok(l)
+        Ok(TcpListener {
+            shared: self.shared.clone(),
+            port,
+            ready,
+            opts,
+            nonblocking: false,
+        })
     }
 
     /// Starts connecting to `to` and returns at once, as connect(2) on a
@@ -412,12 +419,12 @@ fn drive(shared: &Shared, wake: Option<OwnedFd>, cfg: PollConfig) {
             let mut c = shared.lock();
             c.stack.nic_mut().prepare_wait();
             shared.kick.drain();
-            if c.stack.poll() {
-                c.reap();
+            let moved = c.stack.poll();
+            c.reap();
+            if moved {
                 shared.changed.notify_all();
                 Some(Duration::ZERO)
             } else {
-                c.reap();
                 c.stack.poll_delay()
             }
         };
@@ -459,7 +466,6 @@ pub struct TcpListener {
     port: u16,
     /// Sockets listening (or mid-handshake) on the port.
     ready: Vec<SocketHandle>,
-    backlog: usize,
     opts: TcpOptions,
     nonblocking: bool,
 }
@@ -472,15 +478,17 @@ impl std::fmt::Debug for TcpListener {
     }
 }
 
+/// A new socket listening on `port`, in the stack's socket set.
+fn listen_socket(c: &mut Core, port: u16, opts: &TcpOptions) -> io::Result<SocketHandle> {
+    let mut s = new_tcp(opts);
+    s.listen(IpListenEndpoint { addr: None, port })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen: {e}")))?;
+    Ok(c.stack.app().1.add(s))
+}
+
 impl TcpListener {
     fn new_listener(&self, c: &mut Core) -> io::Result<SocketHandle> {
-        let mut s = new_tcp(&self.opts);
-        s.listen(IpListenEndpoint {
-            addr: None,
-            port: self.port,
-        })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen: {e}")))?;
-        Ok(c.stack.app().1.add(s))
+        listen_socket(c, self.port, &self.opts)
     }
 
     /// The port.
@@ -630,36 +638,26 @@ impl TcpStream {
         Ok(self.shared.wait(c, limit))
     }
 
+    /// Runs `f` on the smoltcp socket under the stack's lock.
+    fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
+        let mut c = self.shared.lock();
+        f(c.stack.app().1.get_mut::<tcp::Socket>(self.handle))
+    }
+
     /// TCP_NODELAY.
     pub fn set_nodelay(&self, on: bool) {
-        let mut c = self.shared.lock();
-        c.stack
-            .app()
-            .1
-            .get_mut::<tcp::Socket>(self.handle)
-            .set_nagle_enabled(!on);
+        self.with_socket(|s| s.set_nagle_enabled(!on));
     }
 
     /// SO_KEEPALIVE with this interval (`None`: off).
     pub fn set_keepalive(&self, every: Option<Duration>) {
-        let mut c = self.shared.lock();
-        c.stack
-            .app()
-            .1
-            .get_mut::<tcp::Socket>(self.handle)
-            .set_keep_alive(every.map(smoltcp::time::Duration::from));
-        drop(c);
+        self.with_socket(|s| s.set_keep_alive(every.map(smoltcp::time::Duration::from)));
         self.shared.kick();
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        let mut c = self.shared.lock();
-        c.stack
-            .app()
-            .1
-            .get::<tcp::Socket>(self.handle)
-            .remote_endpoint()
+        self.with_socket(|s| s.remote_endpoint())
             .map(|e| SocketAddr::new(IpAddr::from(e.addr), e.port))
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
@@ -667,18 +665,14 @@ impl TcpStream {
     /// Readiness now: (readable, writable). Readable includes end of stream and
     /// errors (a read will not block); writable includes a closed connection.
     pub fn readiness(&self) -> (bool, bool) {
-        let mut c = self.shared.lock();
-        let s = c.stack.app().1.get::<tcp::Socket>(self.handle);
-        (
-            self.read_shut || s.can_recv() || !s.may_recv(),
-            s.can_send() || !s.may_send(),
-        )
+        let (r, w) =
+            self.with_socket(|s| (s.can_recv() || !s.may_recv(), s.can_send() || !s.may_send()));
+        (self.read_shut || r, w)
     }
 
     /// Bytes waiting to be read (FIONREAD).
     pub fn pending(&self) -> usize {
-        let mut c = self.shared.lock();
-        c.stack.app().1.get::<tcp::Socket>(self.handle).recv_queue()
+        self.with_socket(|s| s.recv_queue())
     }
 
     /// Reads what is there (waiting for something unless non-blocking); `Ok(0)` at
@@ -754,9 +748,7 @@ impl TcpStream {
         }
         if write && !self.write_shut {
             self.write_shut = true;
-            let mut c = self.shared.lock();
-            c.stack.app().1.get_mut::<tcp::Socket>(self.handle).close();
-            drop(c);
+            self.with_socket(|s| s.close());
             self.shared.kick();
         }
     }

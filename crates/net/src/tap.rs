@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use rktio_sys::TapDevice;
 
-use crate::{ETH_HEADER, Nic, NicError, NicStats};
+use crate::{ETH_HEADER, Nic, NicError, NicStats, check_send, frame_lens};
 
 /// A NIC over a TAP device (`/dev/net/tun`, `IFF_TAP | IFF_NO_PI`).
 #[derive(Debug)]
@@ -41,7 +41,7 @@ impl Nic for TapNic {
         while n < max {
             match self.dev.recv(&mut self.buf) {
                 Ok(Some(len)) => {
-                    if len < ETH_HEADER || len > self.mtu + ETH_HEADER {
+                    if !frame_lens(self.mtu).contains(&len) {
                         self.stats.rx_dropped_bad += 1;
                         continue;
                     }
@@ -57,9 +57,7 @@ impl Nic for TapNic {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<bool, NicError> {
-        if frame.len() < ETH_HEADER || frame.len() > self.mtu + ETH_HEADER {
-            return Err(NicError::BadFrame(format!("{} bytes", frame.len())));
-        }
+        check_send(frame, self.mtu)?;
         match self.dev.send(frame) {
             Ok(true) => {
                 self.stats.tx_frames += 1;

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use rktio_sys::{ReadySet, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats};
 
-use crate::{ETH_HEADER, Nic, NicError, NicStats};
+use crate::{ETH_HEADER, Nic, NicError, NicStats, check_send, frame_lens};
 
 /// A NIC over AF_XDP sockets, one per receive queue of an interface (sends go
 /// out through the first).
@@ -100,30 +100,17 @@ impl Nic for XdpNic {
                 break;
             }
             let q = (self.next + i) % n;
-            let (_, dropped) = self.socks[q].recv(out, room, self.mtu + ETH_HEADER);
+            let (_, dropped) = self.socks[q].recv(out, room, frame_lens(self.mtu));
             self.stats.rx_dropped_bad += dropped as u64;
         }
         self.next = (self.next + 1) % n;
-        // Runts are dropped here (the socket drops only what is too long).
-        let mut kept = start;
-        for i in start..out.len() {
-            if out[i].len() >= ETH_HEADER {
-                out.swap(kept, i);
-                kept += 1;
-            } else {
-                self.stats.rx_dropped_bad += 1;
-            }
-        }
-        out.truncate(kept);
-        let n = kept - start;
+        let n = out.len() - start;
         self.stats.rx_frames += n as u64;
         Ok(n)
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<bool, NicError> {
-        if frame.len() < ETH_HEADER || frame.len() > self.mtu + ETH_HEADER {
-            return Err(NicError::BadFrame(format!("{} bytes", frame.len())));
-        }
+        check_send(frame, self.mtu)?;
         let tx = &mut self.socks[0];
         let mut ok = tx.send(frame).map_err(|e| NicError::Down(e.to_string()))?;
         if !ok {

@@ -730,9 +730,14 @@ impl XdpSocket {
     }
 
     /// Copies up to `max` received frames out of the UMEM into `out`, each at most
-    /// `max_len` bytes (longer ones are dropped and counted in `dropped`). Returns
+    /// a length in `lens` (others are dropped and counted in `dropped`). Returns
     /// (frames added, frames dropped).
-    pub fn recv(&mut self, out: &mut Vec<Vec<u8>>, max: usize, max_len: usize) -> (usize, usize) {
+    pub fn recv(
+        &mut self,
+        out: &mut Vec<Vec<u8>>,
+        max: usize,
+        lens: std::ops::RangeInclusive<usize>,
+    ) -> (usize, usize) {
         let avail = self.rx.available(&mut self.stats).min(max as u32);
         let ring = self.ring_size();
         let (mut got, mut dropped) = (0, 0);
@@ -750,7 +755,7 @@ impl XdpSocket {
             }
             let f = frame as u32;
             self.rx_in_kernel[f as usize] = false;
-            if len == 0 || len > max_len || offset + len > BLOCK_SIZE {
+            if !lens.contains(&len) || offset + len > BLOCK_SIZE {
                 if offset + len > BLOCK_SIZE {
                     self.stats.bad_desc += 1;
                 }
@@ -989,7 +994,7 @@ mod tests {
         s.fill.kernel_set(None, Some(64));
         s.rx.kernel_produce(&[(3 * F + 4, 11)]);
         let mut out = Vec::new();
-        assert_eq!(s.recv(&mut out, 16, 1514), (1, 0));
+        assert_eq!(s.recv(&mut out, 16, 1..=1514), (1, 0));
         assert_eq!(out[0], b"hello frame");
         // Frame 3 went straight back on the fill ring.
         assert_eq!(s.fill.local, 65);
@@ -1010,15 +1015,15 @@ mod tests {
             (8 * F, 9000),       // longer than the MTU allows
             (u64::MAX, u32::MAX),
         ]);
-        let (got, dropped) = s.recv(&mut out, 64, 1514);
+        let (got, dropped) = s.recv(&mut out, 64, 1..=1514);
         assert_eq!((got, dropped), (1, 7));
         assert_eq!(s.stats().bad_desc, 6);
         // A producer that claims more than a ring of entries is not believed.
         s.rx.kernel_set(Some(s.rx.local.wrapping_add(65)), None);
-        assert_eq!(s.recv(&mut out, 64, 1514), (0, 0));
+        assert_eq!(s.recv(&mut out, 64, 1..=1514), (0, 0));
         assert_eq!(s.stats().bad_index, 1);
         s.rx.kernel_set(Some(s.rx.local.wrapping_sub(1)), None);
-        assert_eq!(s.recv(&mut out, 64, 1514), (0, 0));
+        assert_eq!(s.recv(&mut out, 64, 1..=1514), (0, 0));
         assert_eq!(s.stats().bad_index, 2);
     }
 
