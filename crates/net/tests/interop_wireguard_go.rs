@@ -18,6 +18,9 @@ use std::process::Stdio;
 use common::*;
 use rktio_net::{Net, PollConfig, Security, TapNic, TcpOptions};
 
+/// The peer's echo: this many canaries (2 MB, 8 times our 256 KiB buffers).
+const ECHO_REPEATS: usize = 80_000;
+
 #[test]
 fn wireguard_go_peer_talks_to_our_stack() {
     let mut peer = Peer::new();
@@ -29,8 +32,8 @@ fn wireguard_go_peer_talks_to_our_stack() {
     let out = peer.sh("ping -c 3 -i 0.2 -W 5 10.202.0.2");
     assert!(out.contains("3 received"), "{out}");
 
-    // TCP echo from the peer side against our stack (200 KB: below our receive
-    // buffer, see the known stall in wireguard_pipe.rs).
+    // TCP echo from the peer side against our stack, several times our buffers
+    // (full duplex with both receive buffers full).
     let mut l = net.tcp_listen(7, 4, TcpOptions::default()).unwrap();
     let echo = std::thread::spawn(move || {
         let (mut s, from) = l.accept().unwrap();
@@ -49,7 +52,7 @@ fn wireguard_go_peer_talks_to_our_stack() {
     });
     let py = format!(
         "import socket,threading\n\
-         data=(b'{c}'*8000)\n\
+         data=(b'{c}'*{n})\n\
          s=socket.create_connection(('10.202.0.2',7),timeout=60)\n\
          got=[]\n\
          def rd():\n\
@@ -60,13 +63,14 @@ fn wireguard_go_peer_talks_to_our_stack() {
          t=threading.Thread(target=rd); t.start()\n\
          s.sendall(data); s.shutdown(socket.SHUT_WR); t.join()\n\
          print('ok' if b''.join(got)==data else 'bad %d' % len(b''.join(got)))\n",
-        c = String::from_utf8_lossy(CANARY)
+        c = String::from_utf8_lossy(CANARY),
+        n = ECHO_REPEATS
     );
     let out = run(peer.cmd("python3").args(["-c", &py]));
     assert_eq!(out.trim(), "ok");
     let (from, total) = echo.join().unwrap();
     assert_eq!(from.ip().to_string(), "10.202.0.1");
-    assert_eq!(total, CANARY.len() * 8000);
+    assert_eq!(total, CANARY.len() * ECHO_REPEATS);
 
     // curl fetches a file from an HTTP server on our stack, byte-exact.
     let data = body(3 << 20);

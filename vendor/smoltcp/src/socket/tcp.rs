@@ -1713,6 +1713,9 @@ impl<'a> Socket<'a> {
         };
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
+        // rkt-io patch: set when an unacceptable segment arrives while our receive
+        // window is zero; its ACK and window are still taken (below).
+        let mut zero_window_ack_only = false;
 
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
@@ -1784,6 +1787,29 @@ impl<'a> Socket<'a> {
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
                     )
+                } else if window_start == window_end
+                    && matches!(
+                        self.state,
+                        State::Established
+                            | State::FinWait1
+                            | State::FinWait2
+                            | State::CloseWait
+                            | State::Closing
+                            | State::LastAck
+                    )
+                    && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+                {
+                    // rkt-io patch: RFC 9293 3.10.7.4: "If the RCV.WND is zero, no
+                    // segments will be acceptable, but special allowance should be
+                    // made to accept valid ACKs, URGs, and RSTs." Dropping the ACK
+                    // too deadlocks a full-duplex transfer once the peer's next
+                    // sequence number is past our window (a zero-window probe, or
+                    // a window that shrank by the scaling's rounding): its window
+                    // updates and ACKs of our data never get in, while we wait for
+                    // them to free our send buffer so our program can read.
+                    net_debug!("zero receive window: taking only the ACK of {}", repr);
+                    zero_window_ack_only = true;
+                    (&[][..], 0)
                 } else {
                     // Out-of-window RSTs are silently dropped, per RFC 9293
                     // (3.10.7.4) and RFC 5961 (3.2): no reply is sent, and the
@@ -2203,6 +2229,15 @@ impl<'a> Socket<'a> {
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+        }
+
+        if zero_window_ack_only {
+            // rkt-io patch: answer as for any unacceptable segment (below).
+            return if repr.payload.is_empty() {
+                self.challenge_ack_reply(cx, ip_repr, repr)
+            } else {
+                Some(self.ack_reply(ip_repr, repr))
+            };
         }
 
         let payload_len = payload.len();
@@ -7938,6 +7973,86 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    // rkt-io patch: with our receive window at zero, an unacceptable segment (its
+    // sequence number past our window) still has its ACK and window taken.
+    #[test]
+    fn test_zero_window_takes_ack_of_unacceptable_segment() {
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        s.ack_delay = None;
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 6,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 0,
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            }]
+        );
+        assert_eq!(s.tx_buffer.len(), 3);
+        // A pure ACK whose sequence number is past our (zero) window: it acks our
+        // data and opens the remote's window.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6 + 4,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 1000,
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.tx_buffer.len(), 0);
+        assert_eq!(s.remote_win_len, 1000);
+        // A data segment past the window: the data is dropped and answered with an
+        // ACK, its window is still taken.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6 + 4,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 2000,
+                payload: &b"z"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.remote_win_len, 2000);
+        assert_eq!(s.recv_queue(), 6);
     }
 
     #[test]
