@@ -162,6 +162,10 @@ pub enum BlkError {
     /// A configuration or image problem.
     #[error("{0}")]
     Invalid(String),
+    /// Another process (or another open in this one) has the image open for
+    /// writing, or is reading it while this open wants to write.
+    #[error("{}: the image is in use by another process", .0.display())]
+    InUse(std::path::PathBuf),
 }
 
 /// How a queue waits for completions: spin for a while, then sleep in the host.
@@ -421,6 +425,22 @@ pub fn open_image(
             ..Default::default()
         },
     )?;
+    // One writer at a time: two processes writing one sealed image would each
+    // commit over the other's tree (a forked child that execs a program on the
+    // same image, or a second `rktio run`).
+    // A process that just exited may still hold it for a moment: the kernel
+    // tears an io_uring (and the files registered with it) down asynchronously.
+    let mut tries = 0;
+    while let Err(e) = file.try_lock(opts.write) {
+        if e.source.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(e.into());
+        }
+        tries += 1;
+        if tries == 100 {
+            return Err(BlkError::InUse(path.to_owned()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(match opts.backend {
         Backend::Uring => Box::new(UringQueue::new(
             file,

@@ -279,3 +279,36 @@ fn power_cut_keeps_flushed_writes_only() {
         }
     }
 }
+
+#[test]
+fn one_writer_at_a_time() {
+    let img = image(16);
+    let open = |write: bool| {
+        open_image(
+            img.path(),
+            OpenOptions {
+                backend: Backend::File,
+                write,
+                ..Default::default()
+            },
+        )
+    };
+    let w = open(true).unwrap();
+    let e = open(true).map(|_| ()).unwrap_err();
+    assert!(matches!(e, BlkError::InUse(_)), "{e}");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    assert!(matches!(
+        open(false).map(|_| ()).unwrap_err(),
+        BlkError::InUse(_)
+    ));
+    drop(w);
+    // Readers share.
+    let r1 = open(false).unwrap();
+    let r2 = open(false).unwrap();
+    assert!(matches!(
+        open(true).map(|_| ()).unwrap_err(),
+        BlkError::InUse(_)
+    ));
+    drop((r1, r2));
+    open(true).unwrap();
+}

@@ -81,6 +81,23 @@ impl HostFile {
         })
     }
 
+    /// Takes an advisory lock on the whole file (flock), without waiting: exclusive
+    /// for a writer, shared for a reader. Another process (or another open) that
+    /// holds a conflicting lock makes this fail with `WouldBlock`. The lock goes
+    /// with the descriptor: it is released when the file is closed.
+    pub fn try_lock(&self, exclusive: bool) -> Result<()> {
+        use rustix::fs::FlockOperation;
+        // Counted with the open it belongs to.
+        count(HostCall::Open);
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        rustix::fs::flock(&self.fd, op)
+            .map_err(|e| HostError::new(format!("lock {}", self.path.display()), e.into()))
+    }
+
     /// The path it was opened as.
     pub fn path(&self) -> &Path {
         &self.path
