@@ -5,6 +5,7 @@
 mod disk;
 mod fs;
 mod net;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     /// rkt-io's network stack: serve a sealed image's files over it.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// Run an unmodified program with its files on sealed mounts (LD_PRELOAD of
+    /// librktio; configured by rktio.toml).
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Disk(c) => disk::run(c),
         Command::Wg(c) => wg(c),
         Command::Net(c) => net::run(c),
+        Command::Run(a) => run::run(a, cli.stats),
     };
     if cli.stats {
         let calls = rktio_sys::HostCalls::snapshot().since(&before);

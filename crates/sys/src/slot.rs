@@ -1,0 +1,106 @@
+//! Descriptor slots: host file descriptors that only hold a number.
+//!
+//! The POSIX edge gives every descriptor of the stack (a file on a sealed mount, a
+//! socket of our network stack) a real host descriptor number, so that numbers
+//! never collide with the host's own descriptors and close-on-exec, dup2 over a
+//! host descriptor and exec behave as the kernel makes them. The slot is an
+//! `O_PATH` descriptor of `/dev/null`: a host call that reaches it by mistake
+//! (read, write, mmap) fails with EBADF instead of touching anything.
+//!
+//! These functions work on raw numbers the caller owns (the POSIX edge's table),
+//! with raw system calls (rustix), so they never re-enter an interposed libc.
+
+use std::mem::ManuallyDrop;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{DupFlags, FdFlags};
+
+use crate::{HostCall, HostError, Result, count};
+
+/// A new slot (the lowest free number, as open(2) gives).
+pub fn reserve_slot(cloexec: bool) -> Result<RawFd> {
+    count(HostCall::Open);
+    let mut flags = OFlags::PATH;
+    if cloexec {
+        flags |= OFlags::CLOEXEC;
+    }
+    rustix::fs::open("/dev/null", flags, Mode::empty())
+        .map(IntoRawFd::into_raw_fd)
+        .map_err(|e| HostError::new("open a descriptor slot", e.into()))
+}
+
+/// Closes a descriptor number the caller owns.
+pub fn close_slot(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    count(HostCall::Open);
+    // SAFETY: the caller owns `fd` (a slot it reserved, or a number it took over
+    // with dup2) and forgets it after this call; dropping the OwnedFd closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+fn borrow<'a>(fd: RawFd) -> Result<BorrowedFd<'a>> {
+    if fd < 0 {
+        return Err(HostError::new(
+            "descriptor slot",
+            std::io::Error::from_raw_os_error(libc::EBADF),
+        ));
+    }
+    // SAFETY: `fd` is non-negative and the caller keeps it open for the duration
+    // of the call that borrows it (these functions do not store the borrow).
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// A second number for the slot `fd`, the lowest free one at or above `min`
+/// (fcntl F_DUPFD / F_DUPFD_CLOEXEC, and dup(2) with `min` 0).
+pub fn dup_slot(fd: RawFd, min: RawFd, cloexec: bool) -> Result<RawFd> {
+    count(HostCall::Open);
+    let b = borrow(fd)?;
+    let r = if cloexec {
+        rustix::io::fcntl_dupfd_cloexec(b, min)
+    } else {
+        rustix::io::fcntl_dupfd_cloexec(b, min).and_then(|n| {
+            rustix::io::fcntl_setfd(&n, FdFlags::empty())?;
+            Ok(n)
+        })
+    };
+    r.map(IntoRawFd::into_raw_fd)
+        .map_err(|e| HostError::new("dup a descriptor slot", e.into()))
+}
+
+/// dup2/dup3 of the host descriptor `old` onto the number `new` (closing what
+/// the host had there, as dup2 does).
+pub fn dup_onto(old: RawFd, new: RawFd, cloexec: bool) -> Result<()> {
+    count(HostCall::Open);
+    let b = borrow(old)?;
+    if new < 0 {
+        return Err(HostError::new(
+            "dup2",
+            std::io::Error::from_raw_os_error(libc::EBADF),
+        ));
+    }
+    // SAFETY: `new` is a descriptor number the caller is taking over; dup3
+    // replaces whatever is there, and ManuallyDrop keeps us from closing it.
+    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(new) });
+    let flags = if cloexec {
+        DupFlags::CLOEXEC
+    } else {
+        DupFlags::empty()
+    };
+    rustix::io::dup3(b, &mut target, flags).map_err(|e| HostError::new("dup2", e.into()))
+}
+
+/// Is `fd` open on the host at all (fcntl F_GETFD)?
+pub fn host_fd_open(fd: RawFd) -> bool {
+    borrow(fd).is_ok_and(|b| rustix::io::fcntl_getfd(b).is_ok())
+}
+
+/// The process's effective user and group ids.
+pub fn ids() -> (u32, u32) {
+    (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    )
+}
