@@ -665,6 +665,19 @@ impl Runtime {
         }))
     }
 
+    /// posix_fadvise(2) and readahead(2): hints, which the page cache of the
+    /// stack does not take (its own policy stays); checked and answered 0.
+    pub fn fadvise(&self, fd: RawFd, advice: i32) -> Option<SysResult<()>> {
+        let r = self.file(fd)?;
+        Some(r.and_then(|_| {
+            if (0..=5).contains(&advice) {
+                Ok(())
+            } else {
+                Err(EINVAL)
+            }
+        }))
+    }
+
     /// sync_file_range(2): a hint; here it commits, as fdatasync.
     pub fn sync_file_range(&self, fd: RawFd) -> Option<SysResult<()>> {
         self.fsync(fd, true)

@@ -778,6 +778,62 @@ pub unsafe extern "C" fn sync() {
     real!(c"sync", fn() -> (),)
 }
 
+/// posix_fadvise returns the error number instead of setting errno.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.fadvise(fd, advice)
+    {
+        return r.err().unwrap_or(0);
+    }
+    real!(
+        c"posix_fadvise",
+        fn(c_int, off_t, off_t, c_int) -> c_int,
+        fd,
+        off,
+        len,
+        advice
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_fadvise64(
+    fd: c_int,
+    off: off_t,
+    len: off_t,
+    advice: c_int,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.fadvise(fd, advice)
+    {
+        return r.err().unwrap_or(0);
+    }
+    real!(
+        c"posix_fadvise64",
+        fn(c_int, off_t, off_t, c_int) -> c_int,
+        fd,
+        off,
+        len,
+        advice
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readahead(fd: c_int, off: off_t, n: size_t) -> ssize_t {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.fadvise(fd, libc::POSIX_FADV_WILLNEED)
+    {
+        return ret_size(r.map(|()| 0));
+    }
+    real!(
+        c"readahead",
+        fn(c_int, off_t, size_t) -> ssize_t,
+        fd,
+        off,
+        n
+    )
+}
+
 fn do_ftruncate(fd: c_int, len: off_t) -> Option<c_int> {
     let (rt, _g) = enter()?;
     Some(ret_int(rt.ftruncate(fd, len)?))

@@ -1,0 +1,344 @@
+//! Unmodified programs from Debian run with `rktio run`: their files on a sealed
+//! mount. They need sqlite3 and fio (`.ci/run` installs them); a missing one
+//! fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// librktio.so is a cdylib no test depends on, so cargo does not build it for
+/// the tests: build it (once) next to the rktio binary.
+fn preload() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let st = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "rktio-preload"])
+                .status()
+                .unwrap();
+            assert!(st.success(), "cargo build -p rktio-preload failed");
+            let lib = Path::new(env!("CARGO_BIN_EXE_rktio")).with_file_name("librktio.so");
+            assert!(lib.exists(), "{} missing after the build", lib.display());
+            lib
+        })
+        .clone()
+}
+
+fn need(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{tool} is not installed (apt-get install --no-install-recommends {tool})"
+    );
+}
+
+fn rktio(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rktio"));
+    c.args(args)
+        .current_dir(dir)
+        .env("RKTIO_PRELOAD", preload())
+        .env_remove("RKTIO_KEY")
+        .env_remove("RKTIO_CONFIG")
+        .env_remove("RKTIO_STATS")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().unwrap();
+        si.write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A sealed image with an empty ext4 and a config mounting it at /data.
+fn setup(size: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let d = dir.path();
+    assert!(rktio(d, &["disk", "keygen", "k"], None).status.success());
+    let o = rktio(
+        d,
+        &["disk", "create", "d.img", "--size", size, "--key-file", "k"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(
+        d.join("rktio.toml"),
+        format!("[[mount]]\npath = \"/data\"\nimage = \"d.img\"\nkey_file = \"k\"\n{extra}"),
+    )
+    .unwrap();
+    dir
+}
+
+const CANARY: &str = "RKTIO-SQL-CANARY-7d41";
+
+fn image_has(d: &Path, needle: &[u8]) -> bool {
+    let img = std::fs::read(d.join("d.img")).unwrap();
+    img.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn sqlite3_100k_rows_on_a_sealed_mount() {
+    need("sqlite3");
+    let dir = setup("256M", "");
+    let d = dir.path();
+    let mut sql = String::from("create table r(id integer primary key, name text, v real);\n");
+    for t in 0..10 {
+        sql.push_str("begin;\n");
+        for i in 0..10_000 {
+            let n = t * 10_000 + i;
+            sql.push_str(&format!(
+                "insert into r(name, v) values('{CANARY}-{n}', {n}.5);\n"
+            ));
+        }
+        sql.push_str("commit;\n");
+    }
+    sql.push_str("pragma integrity_check;\nselect count(*), sum(v) from r;\n");
+    let o = rktio(
+        d,
+        &["--stats", "run", "--", "sqlite3", "/data/t.db"],
+        Some(sql.as_bytes()),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["ok", "100000|5000000000.0"],
+        "{}",
+        text(&o)
+    );
+    // --stats printed the report, and the writes went through the stack.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rktio stats: files:") && err.contains("host calls per I/O"),
+        "{err}"
+    );
+
+    // A new process finds the data (the first one committed at exit).
+    let o = rktio(
+        d,
+        &["run", "--", "sqlite3", "/data/t.db"],
+        Some(b"pragma integrity_check;\nselect count(*), max(name) from r where id > 99990;\n"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["ok", &format!("10|{CANARY}-99999")],
+        "{}",
+        text(&o)
+    );
+
+    // The image holds only ciphertext; its ext4 is clean (disk check runs our
+    // whole-tree read and e2fsck -fn on an unsealed copy).
+    assert!(!image_has(d, CANARY.as_bytes()), "plaintext in the image");
+    let o = rktio(d, &["disk", "check", "d.img", "--key-file", "k"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 bad"), "{}", text(&o));
+    let o = rktio(d, &["disk", "ls", "d.img", "--key-file", "k", "/"], None);
+    assert!(text(&o).contains("t.db"), "{}", text(&o));
+}
+
+#[test]
+fn fio_verify_on_a_sealed_mount() {
+    need("fio");
+    let dir = setup("256M", "");
+    let d = dir.path();
+    // fio's jobs as threads: a forked job would share the parent's stack, which
+    // the fork policy refuses (docs/COMPAT.md).
+    let o = rktio(
+        d,
+        &[
+            "--stats",
+            "run",
+            "--",
+            "fio",
+            "--name=v",
+            "--directory=/data",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=8M",
+            "--numjobs=3",
+            "--thread",
+            "--verify=crc32c",
+            "--verify_state_save=0",
+            "--ioengine=psync",
+            "--group_reporting",
+        ],
+        None,
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("err= 0"), "{t}");
+    assert!(!t.contains("verify: bad"), "{t}");
+    // 3 jobs x 8 MiB written, and read back by the verify pass, through the stack.
+    let bytes = |what: &str| -> u64 {
+        let l = t
+            .lines()
+            .find(|l| l.starts_with("rktio stats: files:"))
+            .unwrap();
+        let i = l.find(what).unwrap();
+        let open = l[..i].rfind('(').unwrap();
+        l[open + 1..i].trim().parse().unwrap()
+    };
+    assert!(bytes("bytes), ") >= 3 * 8 << 20, "{t}");
+    // fio's files are on the sealed disk, not on the host.
+    assert!(!d.join("data").exists());
+    let o = rktio(d, &["disk", "ls", "d.img", "--key-file", "k", "/"], None);
+    assert!(text(&o).contains("v.0.0"), "{}", text(&o));
+}
+
+#[test]
+fn host_policy_refuses_and_says_why() {
+    let host = tempfile::tempdir_in("/var/tmp").unwrap();
+    let allowed = host.path().join("ok");
+    std::fs::create_dir(&allowed).unwrap();
+    let dir = setup(
+        "64M",
+        &format!("[host]\nwrite = [\"{}\"]\n", allowed.display()),
+    );
+    let d = dir.path();
+    let denied = host.path().join("denied.txt");
+    // One program (a stack is per process, see the next test): python3 writes a
+    // refused host file, an allowed one, a sealed one, and reads a system file.
+    let script = format!(
+        "import sys\n\
+         try:\n    open('{denied}', 'w').write('one')\nexcept PermissionError as e:\n    print('denied', e.errno)\n\
+         open('{allowed}/f.txt', 'w').write('two')\n\
+         open('/data/f.txt', 'w').write('three')\n\
+         print(open('/data/f.txt').read())\n\
+         open('/etc/hostname').read()\n\
+         print('read-ok')\n",
+        denied = denied.display(),
+        allowed = allowed.display()
+    );
+    // Debian's python3 (a pyenv shim elsewhere on PATH would be a script in a
+    // home directory, which the policy refuses to read).
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "python3 is not installed"
+    );
+    let o = rktio(d, &["run", "--", "/usr/bin/python3", "-c", &script], None);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!denied.exists(), "{t}");
+    assert!(t.contains(&format!("denied {}", libc_eacces())), "{t}");
+    assert!(
+        t.contains(&format!("refused open of {} for writing", denied.display())),
+        "{t}"
+    );
+    assert!(t.contains("[host] write"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(allowed.join("f.txt")).unwrap(),
+        "two"
+    );
+    assert!(t.contains("three\n") && t.contains("read-ok"), "{t}");
+    // /data/f.txt is on the sealed disk only.
+    let o = rktio(
+        d,
+        &["disk", "cat", "d.img", "--key-file", "k", "/f.txt"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "three", "{}", text(&o));
+}
+
+fn libc_eacces() -> i32 {
+    13
+}
+
+#[test]
+fn bad_configs_stop_before_the_program_starts() {
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let marker = d.join("ran");
+    let cmd = format!("touch {}", marker.display());
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[mount]]\npath = \"/data\"\nimage = \"d.img\"\nkey_fil = \"k\"\n",
+            "unknown field `key_fil`",
+        ),
+        ("[storage]\n", "unknown field `storage`"),
+        (
+            "[[mount]]\npath = \"/data\"\nimage = \"d.img\"\nkey_file = \"missing\"\n",
+            "cannot read key file",
+        ),
+        (
+            "[[mount]]\npath = \"/data\"\nimage = \"nope.img\"\nkey_file = \"k\"\n",
+            "nope.img",
+        ),
+        (
+            "[net]\nbackend = \"tap\"\ninterface = \"t0\"\naddress = [\"10.0.0.1/24\"]\n",
+            "plaintext = true",
+        ),
+    ];
+    for (conf, want) in cases {
+        std::fs::write(d.join("bad.toml"), conf).unwrap();
+        let o = rktio(d, &["run", "-c", "bad.toml", "--", "sh", "-c", &cmd], None);
+        assert!(!o.status.success(), "{conf}");
+        assert!(text(&o).contains(want), "{conf}: {}", text(&o));
+        assert!(!marker.exists(), "{conf}: the program ran");
+    }
+    // A wrong key for an existing image.
+    assert!(rktio(d, &["disk", "keygen", "k2"], None).status.success());
+    std::fs::write(
+        d.join("bad.toml"),
+        "[[mount]]\npath = \"/data\"\nimage = \"d.img\"\nkey_file = \"k2\"\n",
+    )
+    .unwrap();
+    let o = rktio(d, &["run", "-c", "bad.toml", "--", "sh", "-c", &cmd], None);
+    assert!(!o.status.success() && !marker.exists(), "{}", text(&o));
+}
+
+#[test]
+fn a_child_that_uses_the_mount_after_its_parent_did_is_refused_clearly() {
+    need("sqlite3");
+    let dir = setup("64M", "");
+    let d = dir.path();
+    // The shell writes to the mount (so it holds the image), then starts sqlite3,
+    // which opens its own stack: the image is in use, and it says so.
+    let o = rktio(
+        d,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo x > /data/a; sqlite3 /data/t.db 'create table t(a);'; echo rc=$?",
+        ],
+        None,
+    );
+    let t = text(&o);
+    assert!(t.contains("in use by another process"), "{t}");
+    assert!(!t.contains("rc=0"), "{t}");
+    // A shell that only starts it is fine.
+    let o = rktio(
+        d,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "sqlite3 /data/t.db 'create table t(a); select 7;'",
+        ],
+        None,
+    );
+    assert!(o.status.success() && text(&o).contains('7'), "{}", text(&o));
+}
