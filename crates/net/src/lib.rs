@@ -24,10 +24,11 @@ mod xdp;
 
 pub use device::{SmolDevice, TunDevice};
 pub use pipe::PipeNic;
+pub use rktio_sys::Notifier;
 pub use rktio_sys::{XdpConfig, XdpMode};
 pub use socket::{
     CONNECT_TIMEOUT, MAX_BACKLOG, Net, NetError, PollConfig, TcpListener, TcpOptions, TcpStream,
-    UdpSocket,
+    UdpSocket, Watch,
 };
 pub use stack::{Security, Stack, StackConfig, StackError, StackStats, WG_DEFAULT_MTU};
 pub use tap::TapNic;

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -137,9 +137,28 @@ struct Shared {
     kick: Notifier,
     parked: AtomicBool,
     stop: AtomicBool,
+    /// Threads waiting on descriptors (poll/epoll of the POSIX edge): each is
+    /// woken through its own notifier whenever the stack moved.
+    watchers: Mutex<Vec<Arc<Notifier>>>,
+    watching: AtomicUsize,
 }
 
 impl Shared {
+    /// Wakes every watcher (one host call each; none when nobody watches).
+    fn notify_watchers(&self) {
+        if self.watching.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for n in self
+            .watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            n.notify();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         self.core
             .lock()
@@ -208,6 +227,8 @@ impl Net {
             kick: Notifier::new()?,
             parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            watchers: Mutex::new(Vec::new()),
+            watching: AtomicUsize::new(0),
         });
         let s = shared.clone();
         let driver = std::thread::Builder::new()
@@ -218,6 +239,25 @@ impl Net {
             shared,
             driver: Some(driver),
         })
+    }
+
+    /// Has `n` notified whenever the stack moves, until the guard is dropped: a
+    /// thread waiting on several descriptors (some of them the host's) parks on
+    /// `n`'s descriptor and checks readiness again when it fires. Register first,
+    /// then check, then park: nothing that happens in between is missed.
+    pub fn watch(&self, n: &Arc<Notifier>) -> Watch {
+        self.shared
+            .watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(n.clone());
+        self.shared.watching.fetch_add(1, Ordering::SeqCst);
+        // The program may have queued work the driver has not seen.
+        self.shared.kick();
+        Watch {
+            shared: self.shared.clone(),
+            n: n.clone(),
+        }
     }
 
     /// Counters of the stack.
@@ -404,6 +444,9 @@ fn drive(shared: &Shared, wake: Option<OwnedFd>, cfg: PollConfig) {
             moved
         };
         if moved {
+            shared.notify_watchers();
+        }
+        if moved {
             idle_since = None;
             continue;
         }
@@ -423,6 +466,7 @@ fn drive(shared: &Shared, wake: Option<OwnedFd>, cfg: PollConfig) {
             c.reap();
             if moved {
                 shared.changed.notify_all();
+                shared.notify_watchers();
                 Some(Duration::ZERO)
             } else {
                 c.stack.poll_delay()
@@ -458,6 +502,32 @@ fn connect_state(c: &mut Core, h: SocketHandle) -> Option<io::Result<()>> {
 
 fn would_block() -> io::Error {
     io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+/// A registration made by [`Net::watch`].
+pub struct Watch {
+    shared: Arc<Shared>,
+    n: Arc<Notifier>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut w = self
+            .shared
+            .watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = w.iter().position(|x| Arc::ptr_eq(x, &self.n)) {
+            w.swap_remove(i);
+        }
+        self.shared.watching.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A listening TCP socket.
@@ -662,6 +732,30 @@ impl TcpStream {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
+    /// Our address and port.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.with_socket(|s| s.local_endpoint())
+            .map(|e| SocketAddr::new(IpAddr::from(e.addr), e.port))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Copies what is waiting without taking it (MSG_PEEK); never waits.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read_shut {
+            return Ok(0);
+        }
+        self.with_socket(|s| {
+            if s.can_recv() {
+                s.peek_slice(buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, e.to_string()))
+            } else if !s.may_recv() {
+                Ok(0)
+            } else {
+                Err(would_block())
+            }
+        })
+    }
+
     /// Readiness now: (readable, writable). Readable includes end of stream and
     /// errors (a read will not block); writable includes a closed connection.
     pub fn readiness(&self) -> (bool, bool) {
@@ -837,6 +931,23 @@ impl UdpSocket {
     pub fn readable(&self) -> bool {
         let mut c = self.shared.lock();
         c.stack.app().1.get::<udp::Socket>(self.handle).can_recv()
+    }
+
+    /// Whether a datagram can be queued now.
+    pub fn writable(&self) -> bool {
+        let mut c = self.shared.lock();
+        c.stack.app().1.get::<udp::Socket>(self.handle).can_send()
+    }
+
+    /// Bytes of the next datagram waiting (FIONREAD), 0 if none.
+    pub fn pending(&self) -> usize {
+        let mut c = self.shared.lock();
+        c.stack
+            .app()
+            .1
+            .get_mut::<udp::Socket>(self.handle)
+            .peek()
+            .map_or(0, |(d, _)| d.len())
     }
 }
 

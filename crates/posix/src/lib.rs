@@ -13,6 +13,9 @@
 
 pub mod config;
 pub mod path;
+mod sock;
+
+pub use sock::{EpollEvent, SockAddr, WAKE_TAG};
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::RawFd;
@@ -129,7 +132,9 @@ pub struct Desc {
 
 #[derive(Debug)]
 enum Kind {
-    File(FileDesc),
+    File(Arc<FileDesc>),
+    Sock(sock::SockDesc),
+    Epoll(sock::EpollDesc),
 }
 
 struct FileDesc {
@@ -179,6 +184,18 @@ pub struct Stats {
     pub meta: AtomicU64,
     /// Host paths refused by the policy.
     pub refused: AtomicU64,
+    /// Connections accepted.
+    pub accepts: AtomicU64,
+    /// Connections started.
+    pub connects: AtomicU64,
+    /// Socket sends.
+    pub sends: AtomicU64,
+    /// Bytes sent.
+    pub sent_bytes: AtomicU64,
+    /// Socket receives.
+    pub recvs: AtomicU64,
+    /// Bytes received.
+    pub received_bytes: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -204,6 +221,9 @@ pub struct Runtime {
     pid: u64,
     forked: AtomicBool,
     reported: Mutex<HashSet<Vec<u8>>>,
+    net_cfg: Option<config::NetConfig>,
+    net: OnceLock<Option<rktio_net::Net>>,
+    spin_us: u64,
     /// What the program did.
     pub stats: Stats,
     /// Print stats at exit.
@@ -280,6 +300,9 @@ impl Runtime {
             pid: u64::from(std::process::id()),
             forked: AtomicBool::new(false),
             reported: Mutex::new(HashSet::new()),
+            net_cfg: config.net.clone(),
+            net: OnceLock::new(),
+            spin_us: config.poll.spin_us,
             stats: Stats::default(),
             print_stats: config.stats,
         })
@@ -368,6 +391,14 @@ impl Runtime {
         Some(libc::EACCES)
     }
 
+    /// True the first time `key` is reported (one message per cause).
+    fn report_once(&self, key: &[u8]) -> bool {
+        self.reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_vec())
+    }
+
     fn insert(&self, fd: RawFd, d: Arc<Desc>) {
         self.fds_mut().insert(fd, d);
     }
@@ -385,8 +416,12 @@ impl Runtime {
         if let Err(e) = self.alive() {
             return Some(Err(e));
         }
-        let Kind::File(_) = &d.kind;
-        Some(Ok((d.clone(), FileRef(d))))
+        match &d.kind {
+            Kind::File(f) => Some(Ok((d.clone(), FileRef(f.clone())))),
+            // Seek-like calls on a socket or an epoll instance.
+            Kind::Sock(_) => Some(Err(libc::ESPIPE)),
+            Kind::Epoll(_) => Some(Err(EINVAL)),
+        }
     }
 
     // ---- open, close, dup ----
@@ -455,14 +490,14 @@ impl Runtime {
         bump(&self.stats.opens, 1);
         let status = acc | (flags & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT));
         let d = self.new_desc(
-            Kind::File(FileDesc {
+            Kind::File(Arc::new(FileDesc {
                 mount: m,
                 fs: fs.clone(),
                 file,
                 path: rel.to_vec(),
                 dev: mount.dev,
                 dir: Mutex::new(None),
-            }),
+            })),
             status,
         );
         self.insert(slot, d);
@@ -472,9 +507,11 @@ impl Runtime {
     /// close(2).
     pub fn close(&self, fd: RawFd) -> Option<SysResult<()>> {
         let d = self.fds_mut().remove(&fd)?;
-        let Kind::File(f) = &d.kind;
-        // POSIX: closing any descriptor of a file drops the process's locks on it.
-        f.fs.unlock_all(&f.file, self.pid);
+        if let Kind::File(f) = &d.kind {
+            // POSIX: closing any descriptor of a file drops the process's locks on it.
+            f.fs.unlock_all(&f.file, self.pid);
+        }
+        self.forget_in_epolls(fd);
         rktio_sys::close_slot(fd);
         Some(Ok(()))
     }
@@ -510,8 +547,9 @@ impl Runtime {
             return Some(Err(rktio_sys::errno_of(&e.source)));
         }
         let mut t = self.fds_mut();
-        if let Some(prev) = t.remove(&new) {
-            let Kind::File(f) = &prev.kind;
+        if let Some(prev) = t.remove(&new)
+            && let Kind::File(f) = &prev.kind
+        {
             f.fs.unlock_all(&f.file, self.pid);
         }
         if let Some(d) = od {
@@ -524,6 +562,9 @@ impl Runtime {
 
     /// read(2).
     pub fn read(&self, fd: RawFd, buf: &mut [u8]) -> Option<SysResult<usize>> {
+        if self.is_socket(fd) {
+            return self.recv(fd, &mut [buf], 0).map(|r| r.map(|(n, _)| n));
+        }
         let r = self.file(fd)?;
         Some(r.and_then(|(_, f)| {
             let n = f.fs().read(f.open(), buf).map_err(errno)?;
@@ -546,6 +587,9 @@ impl Runtime {
 
     /// write(2).
     pub fn write(&self, fd: RawFd, buf: &[u8]) -> Option<SysResult<usize>> {
+        if self.is_socket(fd) {
+            return self.send(fd, &[buf], 0, None);
+        }
         let r = self.file(fd)?;
         Some(r.and_then(|(_, f)| {
             let n = f.fs().write(f.open(), buf).map_err(errno)?;
@@ -574,6 +618,9 @@ impl Runtime {
         bufs: &mut [&mut [u8]],
         off: Option<i64>,
     ) -> Option<SysResult<usize>> {
+        if off.is_none() && self.is_socket(fd) {
+            return self.recv(fd, bufs, 0).map(|r| r.map(|(n, _)| n));
+        }
         let r = self.file(fd)?;
         Some(r.and_then(|(_, f)| {
             let mut pos = match off {
@@ -610,6 +657,9 @@ impl Runtime {
     /// writev(2) / pwritev(2): gathered into one write, so it is atomic with
     /// respect to other writers as on Linux.
     pub fn writev(&self, fd: RawFd, bufs: &[&[u8]], off: Option<i64>) -> Option<SysResult<usize>> {
+        if off.is_none() && self.is_socket(fd) {
+            return self.send(fd, bufs, 0, None);
+        }
         let r = self.file(fd)?;
         Some(r.and_then(|(_, f)| {
             let all: Vec<u8> = bufs.concat();
@@ -1070,8 +1120,7 @@ impl Runtime {
                 PathOp::Chmod(mode) => f.fs().fchmod(f.open(), mode & 0o7777).map_err(errno),
                 _ => {
                     // By path inside the mount: the file system has these by path.
-                    let FileRef(d) = &f;
-                    let Kind::File(fd) = &d.kind;
+                    let fd = f.inner();
                     match self.path_op_on(fd.mount, &fd.path, op) {
                         Ok(_) => Ok(()),
                         Err(e) => Err(e),
@@ -1085,7 +1134,9 @@ impl Runtime {
     pub fn statfs(&self, fd: Option<RawFd>, path: Option<&[u8]>) -> Option<SysResult<StatFs>> {
         let m = if let Some(fd) = fd {
             let d = self.desc(fd)?;
-            let Kind::File(f) = &d.kind;
+            let Kind::File(f) = &d.kind else {
+                return Some(Err(libc::ENOSYS));
+            };
             f.mount
         } else {
             match self.route(path.unwrap_or(b"")) {
@@ -1105,7 +1156,8 @@ impl Runtime {
         let r = self.file(fd)?;
         Some(r.and_then(|(d, f)| {
             bump(&self.stats.meta, 1);
-            let Kind::File(fdesc) = &d.kind;
+            let _ = d;
+            let fdesc = f.inner();
             if !f.open().is_dir() {
                 return Err(ENOTDIR);
             }
@@ -1129,10 +1181,11 @@ impl Runtime {
     /// Rewinds a directory descriptor (lseek 0 on it, rewinddir).
     pub fn rewind_dir(&self, fd: RawFd) -> Option<SysResult<()>> {
         let d = self.desc(fd)?;
-        let Kind::File(f) = &d.kind;
-        *f.dir
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        if let Kind::File(f) = &d.kind {
+            *f.dir
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
         Some(Ok(()))
     }
 
@@ -1153,7 +1206,9 @@ impl Runtime {
         let Some(d) = self.desc(dirfd) else {
             return At::Host;
         };
-        let Kind::File(f) = &d.kind;
+        let Kind::File(f) = &d.kind else {
+            return At::Err(ENOTDIR);
+        };
         if !f.file.is_dir() {
             return At::Err(ENOTDIR);
         }
@@ -1172,7 +1227,7 @@ impl Runtime {
     pub fn report(&self) -> String {
         let s = &self.stats;
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let ios = g(&s.reads) + g(&s.writes) + g(&s.syncs);
+        let ios = g(&s.reads) + g(&s.writes) + g(&s.syncs) + g(&s.sends) + g(&s.recvs);
         let hc = rktio_sys::HostCalls::snapshot();
         let total = hc.total();
         let mut out = format!(
@@ -1186,6 +1241,24 @@ impl Runtime {
             g(&s.meta),
             g(&s.refused)
         );
+        if g(&s.sends) + g(&s.recvs) + g(&s.accepts) + g(&s.connects) > 0 {
+            out.push_str(&format!(
+                "rktio stats: sockets: {} accepted, {} connects, {} sends ({} bytes), {} receives ({} bytes)\n",
+                g(&s.accepts),
+                g(&s.connects),
+                g(&s.sends),
+                g(&s.sent_bytes),
+                g(&s.recvs),
+                g(&s.received_bytes)
+            ));
+            if let Some(Some(net)) = self.net.get() {
+                let st = net.stats();
+                out.push_str(&format!(
+                    "rktio stats: network: frames in {} out {}, WireGuard packets in {} out {}\n",
+                    st.nic.rx_frames, st.nic.tx_frames, st.wg.rx_packets, st.wg.tx_packets
+                ));
+            }
+        }
         out.push_str(&format!("rktio stats: host calls by the stack: {hc}\n"));
         if ios > 0 {
             out.push_str(&format!(
@@ -1227,12 +1300,11 @@ enum At {
 }
 
 /// A file descriptor of ours, for the calls on it.
-struct FileRef(Arc<Desc>);
+struct FileRef(Arc<FileDesc>);
 
 impl FileRef {
     fn inner(&self) -> &FileDesc {
-        let Kind::File(f) = &self.0.kind;
-        f
+        &self.0
     }
     fn fs(&self) -> &dyn FileSystem {
         &*self.inner().fs

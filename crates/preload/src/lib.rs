@@ -64,11 +64,6 @@ fn init() -> Option<Runtime> {
     if std::env::var("RKTIO_STATS").is_ok_and(|v| v == "1" || v == "true") {
         config.stats = true;
     }
-    if config.net.is_some() {
-        // The socket calls are not interposed yet: running a program that expects
-        // its sockets on the stack with host sockets would send in the clear.
-        fail("[net]: the socket calls are not interposed yet (issue 5, in progress); remove [net] to run with files only".into());
-    }
     let rt = Runtime::new(&config).unwrap_or_else(|e| fail(e));
     // SAFETY: atexit and pthread_atfork take plain function pointers to
     // `extern "C" fn()` that live as long as the program.
@@ -82,6 +77,9 @@ fn init() -> Option<Runtime> {
 extern "C" fn at_exit() {
     BUSY.with(|b| b.set(true));
     if let Some(Some(rt)) = RUNTIME.get() {
+        // As the kernel at exit: close the sockets, and let what they queued go
+        // out (the driver thread dies with the process).
+        rt.close_sockets(std::time::Duration::from_secs(5));
         let _ = rt.sync_all();
         if rt.print_stats {
             eprint!("{}", rt.report());
@@ -1663,6 +1661,1197 @@ pub unsafe extern "C" fn mmap64(
             flags,
             fd,
             off
+        )
+    })
+}
+
+// ---------------------------------------------------------------- sockets
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use libc::socklen_t;
+
+/// Reads a sockaddr the program passed.
+unsafe fn read_addr(p: *const libc::sockaddr, len: socklen_t) -> SysResult<SocketAddr> {
+    if p.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let len = len as usize;
+    if len < std::mem::size_of::<libc::sa_family_t>() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: the program gave `len` readable bytes at `p` (bind/connect's
+    // contract); the family field comes first in every sockaddr.
+    let fam = i32::from(unsafe { p.cast::<libc::sa_family_t>().read_unaligned() });
+    match fam {
+        libc::AF_INET => {
+            if len < std::mem::size_of::<libc::sockaddr_in>() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: as above, with room for a sockaddr_in.
+            let a = unsafe { p.cast::<libc::sockaddr_in>().read_unaligned() };
+            Ok(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            if len < std::mem::size_of::<libc::sockaddr_in6>() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: as above, with room for a sockaddr_in6.
+            let a = unsafe { p.cast::<libc::sockaddr_in6>().read_unaligned() };
+            Ok(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => Err(libc::EAFNOSUPPORT),
+    }
+}
+
+/// Writes `a` where the program asked (truncated to its room, as the kernel does),
+/// and the full length into `*lenp`.
+unsafe fn write_addr(a: SocketAddr, p: *mut libc::sockaddr, lenp: *mut socklen_t) {
+    if p.is_null() || lenp.is_null() {
+        return;
+    }
+    // SAFETY: the program gave `*lenp` bytes of room at `p`, and a valid `lenp`.
+    let room = unsafe { lenp.read() } as usize;
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let size = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and aligned for it.
+            unsafe {
+                std::ptr::addr_of_mut!(st)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_scope_id = v6.scope_id();
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe {
+                std::ptr::addr_of_mut!(st)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: copying min(room, size) bytes into the program's buffer, then its length.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            std::ptr::addr_of!(st).cast::<u8>(),
+            p.cast::<u8>(),
+            room.min(size),
+        );
+        lenp.write(size as socklen_t);
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.socket(domain, ty, proto)
+    {
+        return ret_fd(r);
+    }
+    real!(
+        c"socket",
+        fn(c_int, c_int, c_int) -> c_int,
+        domain,
+        ty,
+        proto
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bind(fd: c_int, a: *const libc::sockaddr, len: socklen_t) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+    {
+        // SAFETY: bind(2)'s contract.
+        let r = unsafe { read_addr(a, len) }
+            .and_then(|addr| rt.bind(fd, addr).unwrap_or(Err(libc::EBADF)));
+        return ret_int(r);
+    }
+    real!(
+        c"bind",
+        fn(c_int, *const libc::sockaddr, socklen_t) -> c_int,
+        fd,
+        a,
+        len
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.listen(fd, backlog)
+    {
+        return ret_int(r);
+    }
+    real!(c"listen", fn(c_int, c_int) -> c_int, fd, backlog)
+}
+
+fn do_accept(
+    fd: c_int,
+    a: *mut libc::sockaddr,
+    lenp: *mut socklen_t,
+    flags: c_int,
+) -> Option<c_int> {
+    let (rt, _g) = enter()?;
+    if !rt.is_socket(fd) {
+        return None;
+    }
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        set_errno(libc::EINVAL);
+        return Some(-1);
+    }
+    Some(match rt.accept(fd, flags)? {
+        Ok((nfd, from)) => {
+            // SAFETY: accept(2)'s contract for the address out-parameters.
+            unsafe { write_addr(from, a, lenp) };
+            nfd
+        }
+        Err(e) => {
+            set_errno(e);
+            -1
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, a: *mut libc::sockaddr, lenp: *mut socklen_t) -> c_int {
+    do_accept(fd, a, lenp, 0).unwrap_or_else(|| {
+        real!(
+            c"accept",
+            fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int,
+            fd,
+            a,
+            lenp
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    a: *mut libc::sockaddr,
+    lenp: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    do_accept(fd, a, lenp, flags).unwrap_or_else(|| {
+        real!(
+            c"accept4",
+            fn(c_int, *mut libc::sockaddr, *mut socklen_t, c_int) -> c_int,
+            fd,
+            a,
+            lenp,
+            flags
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, a: *const libc::sockaddr, len: socklen_t) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+    {
+        // SAFETY: connect(2)'s contract.
+        let r = unsafe { read_addr(a, len) }
+            .and_then(|addr| rt.connect(fd, addr).unwrap_or(Err(libc::EBADF)));
+        return ret_int(r);
+    }
+    real!(
+        c"connect",
+        fn(c_int, *const libc::sockaddr, socklen_t) -> c_int,
+        fd,
+        a,
+        len
+    )
+}
+
+fn do_name(fd: c_int, a: *mut libc::sockaddr, lenp: *mut socklen_t, peer: bool) -> Option<c_int> {
+    let (rt, _g) = enter()?;
+    Some(match rt.sockname(fd, peer)? {
+        Ok(addr) => {
+            // SAFETY: getsockname(2)'s contract for the out-parameters.
+            unsafe { write_addr(addr, a, lenp) };
+            0
+        }
+        Err(e) => {
+            set_errno(e);
+            -1
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockname(
+    fd: c_int,
+    a: *mut libc::sockaddr,
+    lenp: *mut socklen_t,
+) -> c_int {
+    do_name(fd, a, lenp, false).unwrap_or_else(|| {
+        real!(
+            c"getsockname",
+            fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int,
+            fd,
+            a,
+            lenp
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpeername(
+    fd: c_int,
+    a: *mut libc::sockaddr,
+    lenp: *mut socklen_t,
+) -> c_int {
+    do_name(fd, a, lenp, true).unwrap_or_else(|| {
+        real!(
+            c"getpeername",
+            fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int,
+            fd,
+            a,
+            lenp
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+    {
+        // SAFETY: setsockopt(2)'s contract: `len` readable bytes at `val`.
+        let v = unsafe { buf(val, len as usize) };
+        if let Some(r) = rt.setsockopt(fd, level, name, v) {
+            return ret_int(r);
+        }
+    }
+    real!(
+        c"setsockopt",
+        fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int,
+        fd,
+        level,
+        name,
+        val,
+        len
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    lenp: *mut socklen_t,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+        && let Some(r) = rt.getsockopt(fd, level, name)
+    {
+        return match r {
+            Ok(v) => {
+                if lenp.is_null() || val.is_null() {
+                    set_errno(libc::EFAULT);
+                    return -1;
+                }
+                // SAFETY: getsockopt(2)'s contract: `*lenp` bytes of room at `val`.
+                unsafe {
+                    let room = lenp.read() as usize;
+                    let k = room.min(v.len());
+                    std::ptr::copy_nonoverlapping(v.as_ptr(), val.cast::<u8>(), k);
+                    lenp.write(k as socklen_t);
+                }
+                0
+            }
+            Err(e) => {
+                set_errno(e);
+                -1
+            }
+        };
+    }
+    real!(
+        c"getsockopt",
+        fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int,
+        fd,
+        level,
+        name,
+        val,
+        lenp
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.shutdown(fd, how)
+    {
+        return ret_int(r);
+    }
+    real!(c"shutdown", fn(c_int, c_int) -> c_int, fd, how)
+}
+
+/// EPIPE raises SIGPIPE unless MSG_NOSIGNAL, as on Linux.
+fn sent(r: SysResult<usize>, flags: c_int) -> ssize_t {
+    if r == Err(libc::EPIPE) && flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: raise has no memory preconditions.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    ret_size(r)
+}
+
+fn do_send(fd: c_int, bufs: &[&[u8]], flags: c_int, to: Option<SocketAddr>) -> Option<ssize_t> {
+    let (rt, _g) = enter()?;
+    if !rt.is_socket(fd) {
+        return None;
+    }
+    Some(sent(rt.send(fd, bufs, flags, to)?, flags))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, p: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: send(2)'s contract.
+    let b = unsafe { buf(p, n) };
+    do_send(fd, &[b], flags, None).unwrap_or_else(|| {
+        real!(
+            c"send",
+            fn(c_int, *const c_void, size_t, c_int) -> ssize_t,
+            fd,
+            p,
+            n,
+            flags
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    p: *const c_void,
+    n: size_t,
+    flags: c_int,
+    a: *const libc::sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+    {
+        drop(_g);
+        let to = if a.is_null() {
+            None
+        } else {
+            // SAFETY: sendto(2)'s contract.
+            match unsafe { read_addr(a, len) } {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            }
+        };
+        // SAFETY: sendto(2)'s contract.
+        let b = unsafe { buf(p, n) };
+        if let Some(r) = do_send(fd, &[b], flags, to) {
+            return r;
+        }
+    }
+    real!(
+        c"sendto",
+        fn(c_int, *const c_void, size_t, c_int, *const libc::sockaddr, socklen_t) -> ssize_t,
+        fd,
+        p,
+        n,
+        flags,
+        a,
+        len
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const libc::msghdr, flags: c_int) -> ssize_t {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+    {
+        drop(_g);
+        if m.is_null() {
+            set_errno(libc::EFAULT);
+            return -1;
+        }
+        // SAFETY: sendmsg(2)'s contract: a valid msghdr.
+        let h = unsafe { &*m };
+        let to = if h.msg_name.is_null() || h.msg_namelen == 0 {
+            None
+        } else {
+            // SAFETY: the msghdr names `msg_namelen` bytes of address.
+            match unsafe { read_addr(h.msg_name.cast(), h.msg_namelen) } {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    set_errno(e);
+                    return -1;
+                }
+            }
+        };
+        // SAFETY: the msghdr's iovecs, per sendmsg(2).
+        let bufs = unsafe {
+            iov(
+                h.msg_iov,
+                c_int::try_from(h.msg_iovlen).unwrap_or(c_int::MAX),
+            )
+        };
+        if let Some(r) = do_send(fd, &bufs, flags, to) {
+            return r;
+        }
+    }
+    real!(
+        c"sendmsg",
+        fn(c_int, *const libc::msghdr, c_int) -> ssize_t,
+        fd,
+        m,
+        flags
+    )
+}
+
+fn do_recv(
+    fd: c_int,
+    bufs: &mut [&mut [u8]],
+    flags: c_int,
+    a: *mut libc::sockaddr,
+    lenp: *mut socklen_t,
+) -> Option<ssize_t> {
+    let (rt, _g) = enter()?;
+    if !rt.is_socket(fd) {
+        return None;
+    }
+    Some(match rt.recv(fd, bufs, flags)? {
+        Ok((n, from)) => {
+            // A stream leaves the address alone, as Linux does.
+            if let Some(f) = from {
+                // SAFETY: recvfrom(2)'s contract for the address out-parameters.
+                unsafe { write_addr(f, a, lenp) };
+            }
+            n as ssize_t
+        }
+        Err(e) => {
+            set_errno(e);
+            -1
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, p: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: recv(2)'s contract.
+    let b = unsafe { buf_mut(p, n) };
+    do_recv(
+        fd,
+        &mut [b],
+        flags,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .unwrap_or_else(|| {
+        real!(
+            c"recv",
+            fn(c_int, *mut c_void, size_t, c_int) -> ssize_t,
+            fd,
+            p,
+            n,
+            flags
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    p: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    a: *mut libc::sockaddr,
+    lenp: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: recvfrom(2)'s contract.
+    let b = unsafe { buf_mut(p, n) };
+    do_recv(fd, &mut [b], flags, a, lenp).unwrap_or_else(|| {
+        real!(
+            c"recvfrom",
+            fn(c_int, *mut c_void, size_t, c_int, *mut libc::sockaddr, *mut socklen_t) -> ssize_t,
+            fd,
+            p,
+            n,
+            flags,
+            a,
+            lenp
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut libc::msghdr, flags: c_int) -> ssize_t {
+    if let Some((rt, _g)) = enter()
+        && rt.is_socket(fd)
+    {
+        drop(_g);
+        if m.is_null() {
+            set_errno(libc::EFAULT);
+            return -1;
+        }
+        // SAFETY: recvmsg(2)'s contract: a valid, writable msghdr.
+        let h = unsafe { &mut *m };
+        // SAFETY: the msghdr's iovecs, per recvmsg(2).
+        let mut bufs = unsafe {
+            iov_mut(
+                h.msg_iov,
+                c_int::try_from(h.msg_iovlen).unwrap_or(c_int::MAX),
+            )
+        };
+        let mut namelen = h.msg_namelen;
+        let r = do_recv(fd, &mut bufs, flags, h.msg_name.cast(), &mut namelen);
+        if let Some(r) = r {
+            if r >= 0 {
+                h.msg_namelen = if h.msg_name.is_null() { 0 } else { namelen };
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
+            }
+            return r;
+        }
+    }
+    real!(
+        c"recvmsg",
+        fn(c_int, *mut libc::msghdr, c_int) -> ssize_t,
+        fd,
+        m,
+        flags
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: libc::c_ulong, arg: *mut c_void) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_ours(fd)
+    {
+        let p = arg.cast::<c_int>();
+        return match req {
+            libc::FIONREAD => match rt.fionread(fd) {
+                Some(Ok(n)) if !p.is_null() => {
+                    // SAFETY: FIONREAD's contract: `arg` points to an int.
+                    unsafe { p.write(n) };
+                    0
+                }
+                Some(Err(e)) => {
+                    set_errno(e);
+                    -1
+                }
+                _ => {
+                    set_errno(libc::EFAULT);
+                    -1
+                }
+            },
+            libc::FIONBIO => {
+                if p.is_null() {
+                    set_errno(libc::EFAULT);
+                    return -1;
+                }
+                // SAFETY: FIONBIO's contract: `arg` points to an int.
+                let on = unsafe { p.read() } != 0;
+                ret_int(rt.set_nonblocking(fd, on).unwrap_or(Ok(())))
+            }
+            _ => {
+                set_errno(libc::ENOTTY);
+                -1
+            }
+        };
+    }
+    real!(
+        c"ioctl",
+        fn(c_int, libc::c_ulong, *mut c_void) -> c_int,
+        fd,
+        req,
+        arg
+    )
+}
+
+// ---------------------------------------------------------------- poll, select
+
+/// poll over a mix of the stack's descriptors and the host's. `timeout`: None
+/// waits forever.
+fn mixed_poll(
+    rt: &Runtime,
+    fds: &mut [libc::pollfd],
+    timeout: Option<std::time::Duration>,
+) -> c_int {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        // Register first, then look: a change in between fires the waker.
+        let watch = rt.watch_thread();
+        let mut ready = 0;
+        let mut host: Vec<(c_int, i16, i16)> = Vec::new();
+        let mut host_idx = Vec::new();
+        for (i, p) in fds.iter_mut().enumerate() {
+            p.revents = 0;
+            if p.fd < 0 {
+                continue;
+            }
+            match rt.readiness(p.fd) {
+                Some(bits) => {
+                    let want = u32::from(p.events as u16) | (libc::POLLERR | libc::POLLHUP) as u32;
+                    p.revents = (bits & want) as i16;
+                    if p.revents != 0 {
+                        ready += 1;
+                    }
+                }
+                None => {
+                    host.push((p.fd, p.events, 0));
+                    host_idx.push(i);
+                }
+            }
+        }
+        let remaining = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let zero = ready > 0 || remaining.is_some_and(|r| r.is_zero());
+        let waker = watch.as_ref().map(|(fd, _, _)| *fd);
+        if !zero && let Some(w) = waker {
+            host.push((w, libc::POLLIN, 0));
+        }
+        if host.is_empty() && zero {
+            return ready;
+        }
+        // Without a network nothing of ours changes by itself: wait on the host
+        // descriptors alone.
+        let t = if zero {
+            Some(std::time::Duration::ZERO)
+        } else {
+            remaining
+        };
+        match rktio_sys::poll_fds(&mut host, t) {
+            Ok(_) => {}
+            Err(e) => {
+                set_errno(e);
+                return -1;
+            }
+        }
+        let mut woke = false;
+        for (k, &(fd, _, rev)) in host.iter().enumerate() {
+            if k < host_idx.len() {
+                fds[host_idx[k]].revents = rev;
+                if rev != 0 {
+                    ready += 1;
+                }
+            } else if Some(fd) == waker && rev != 0 {
+                woke = true;
+            }
+        }
+        if woke && let Some((_, _, n)) = &watch {
+            n.drain();
+        }
+        if ready > 0 || zero || remaining.is_some_and(|r| r.is_zero()) {
+            return ready;
+        }
+        if let Some(d) = deadline
+            && std::time::Instant::now() >= d
+        {
+            return 0;
+        }
+    }
+}
+
+fn ms(timeout: c_int) -> Option<std::time::Duration> {
+    (timeout >= 0).then(|| std::time::Duration::from_millis(timeout as u64))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && !fds.is_null()
+    {
+        // SAFETY: poll(2)'s contract: `n` pollfds at `fds`.
+        let v = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
+        if v.iter().any(|p| rt.is_ours(p.fd)) {
+            return mixed_poll(rt, v, ms(timeout));
+        }
+    }
+    real!(
+        c"poll",
+        fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_int,
+        fds,
+        n,
+        timeout
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    timeout: c_int,
+    _len: size_t,
+) -> c_int {
+    // SAFETY: the same contract as poll.
+    unsafe { poll(fds, n, timeout) }
+}
+
+unsafe fn fd_isset(fd: c_int, set: *const libc::fd_set) -> bool {
+    // SAFETY: `set` is a valid fd_set and fd < FD_SETSIZE (checked by callers).
+    !set.is_null() && unsafe { libc::FD_ISSET(fd, set) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && (0..=libc::FD_SETSIZE as c_int).contains(&nfds)
+    {
+        // SAFETY: select(2)'s contract: the sets (each may be NULL) hold `nfds` bits.
+        let any_ours = (0..nfds).any(|fd| unsafe {
+            (fd_isset(fd, r) || fd_isset(fd, w) || fd_isset(fd, e)) && rt.is_ours(fd)
+        });
+        if any_ours {
+            let mut pf = Vec::new();
+            for fd in 0..nfds {
+                let mut ev = 0i16;
+                // SAFETY: as above.
+                unsafe {
+                    if fd_isset(fd, r) {
+                        ev |= libc::POLLIN;
+                    }
+                    if fd_isset(fd, w) {
+                        ev |= libc::POLLOUT;
+                    }
+                    if fd_isset(fd, e) {
+                        ev |= libc::POLLPRI;
+                    }
+                }
+                if ev != 0 {
+                    pf.push(libc::pollfd {
+                        fd,
+                        events: ev,
+                        revents: 0,
+                    });
+                }
+            }
+            let timeout = if tv.is_null() {
+                None
+            } else {
+                // SAFETY: a valid timeval, per select(2).
+                let t = unsafe { tv.read() };
+                Some(
+                    std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+                        + std::time::Duration::from_micros(t.tv_usec.clamp(0, 999_999) as u64),
+                )
+            };
+            let n = mixed_poll(rt, &mut pf, timeout);
+            if n < 0 {
+                return -1;
+            }
+            // SAFETY: clearing and setting bits of the program's sets, per select(2).
+            unsafe {
+                for set in [r, w, e] {
+                    if !set.is_null() {
+                        libc::FD_ZERO(set);
+                    }
+                }
+                let mut count = 0;
+                for p in &pf {
+                    let bad = p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0;
+                    if !r.is_null()
+                        && p.events & libc::POLLIN != 0
+                        && (p.revents & libc::POLLIN != 0 || bad)
+                    {
+                        libc::FD_SET(p.fd, r);
+                        count += 1;
+                    }
+                    if !w.is_null()
+                        && p.events & libc::POLLOUT != 0
+                        && (p.revents & libc::POLLOUT != 0 || bad)
+                    {
+                        libc::FD_SET(p.fd, w);
+                        count += 1;
+                    }
+                    if !e.is_null()
+                        && p.events & libc::POLLPRI != 0
+                        && p.revents & libc::POLLPRI != 0
+                    {
+                        libc::FD_SET(p.fd, e);
+                        count += 1;
+                    }
+                }
+                return count;
+            }
+        }
+    }
+    real!(
+        c"select",
+        fn(
+            c_int,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *mut libc::timeval,
+        ) -> c_int,
+        nfds,
+        r,
+        w,
+        e,
+        tv
+    )
+}
+
+// ---------------------------------------------------------------- epoll
+
+fn register_epoll(fd: c_int) -> c_int {
+    if fd >= 0
+        && let Some((rt, _g)) = enter()
+        && let Err(e) = rt.epoll_created(fd)
+    {
+        real!(c"close", fn(c_int) -> c_int, fd);
+        set_errno(e);
+        return -1;
+    }
+    fd
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
+    register_epoll(real!(c"epoll_create", fn(c_int) -> c_int, size))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
+    register_epoll(real!(c"epoll_create1", fn(c_int) -> c_int, flags))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_epoll(epfd)
+    {
+        let e = if ev.is_null() {
+            None
+        } else {
+            // SAFETY: epoll_ctl(2)'s contract: a valid epoll_event (packed).
+            let x = unsafe { ev.read_unaligned() };
+            Some(rktio_posix::EpollEvent {
+                events: x.events,
+                data: x.u64,
+            })
+        };
+        if let Some(r) = rt.epoll_ctl(epfd, op, fd, e) {
+            return ret_int(r);
+        }
+    }
+    real!(
+        c"epoll_ctl",
+        fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int,
+        epfd,
+        op,
+        fd,
+        ev
+    )
+}
+
+/// epoll_wait over the stack's descriptors (checked here) and the host's (in
+/// the real epoll, with our waker in it).
+fn mixed_epoll_wait(
+    rt: &Runtime,
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: Option<std::time::Duration>,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    let max_u = usize::try_from(max).unwrap_or(0);
+    if max_u == 0 || events.is_null() {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    // SAFETY: epoll_wait(2)'s contract: room for `max` events at `events`.
+    let out = unsafe { std::slice::from_raw_parts_mut(events, max_u) };
+    loop {
+        let _watch = rt.watch_epoll(epfd);
+        let ours = rt.epoll_ready(epfd, max_u).unwrap_or_default();
+        for (k, e) in ours.iter().enumerate() {
+            out[k] = libc::epoll_event {
+                events: e.events,
+                u64: e.data,
+            };
+        }
+        let k = ours.len();
+        if let Some((_, wfd, first)) = rt.epoll_waker(epfd)
+            && first
+        {
+            let mut wev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: rktio_posix::WAKE_TAG,
+            };
+            real!(
+                c"epoll_ctl",
+                fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int,
+                epfd,
+                libc::EPOLL_CTL_ADD,
+                wfd,
+                &mut wev
+            );
+        }
+        let remaining = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let t_ms: c_int = if k > 0 {
+            0
+        } else {
+            match remaining {
+                None => -1,
+                Some(r) => c_int::try_from(r.as_millis().div_ceil(1).min(i32::MAX as u128))
+                    .unwrap_or(i32::MAX),
+            }
+        };
+        let room = max - k as c_int;
+        let n = if room > 0 {
+            // SAFETY: the rest of the program's buffer, after our events.
+            let rest = unsafe { events.add(k) };
+            real!(
+                c"epoll_pwait",
+                fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int,
+                epfd,
+                rest,
+                room,
+                t_ms,
+                sigmask
+            )
+        } else {
+            0
+        };
+        if n < 0 {
+            if k > 0 {
+                return k as c_int;
+            }
+            return -1;
+        }
+        // Drop our waker's event, keep the host's.
+        let mut total = k;
+        let mut woke = false;
+        for i in k..k + n as usize {
+            let ev = out[i];
+            let data = ev.u64;
+            if data == rktio_posix::WAKE_TAG {
+                woke = true;
+                continue;
+            }
+            out[total] = ev;
+            total += 1;
+        }
+        if woke {
+            rt.epoll_drain(epfd);
+        }
+        if total > 0 {
+            return total as c_int;
+        }
+        if remaining.is_some_and(|r| r.is_zero()) {
+            return 0;
+        }
+        if let Some(d) = deadline
+            && std::time::Instant::now() >= d
+        {
+            return 0;
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_epoll(epfd)
+    {
+        return mixed_epoll_wait(rt, epfd, events, max, ms(timeout), std::ptr::null());
+    }
+    real!(
+        c"epoll_wait",
+        fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int,
+        epfd,
+        events,
+        max,
+        timeout
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && rt.is_epoll(epfd)
+    {
+        return mixed_epoll_wait(rt, epfd, events, max, ms(timeout), sigmask);
+    }
+    real!(
+        c"epoll_pwait",
+        fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int,
+        epfd,
+        events,
+        max,
+        timeout,
+        sigmask
+    )
+}
+
+// ---------------------------------------------------------------- sendfile
+
+/// sendfile from a sealed file: pread from the stack, then a write to `out` (a
+/// socket of ours, or a host descriptor).
+fn do_sendfile(out: c_int, inp: c_int, off: *mut off_t, count: size_t) -> Option<ssize_t> {
+    let (rt, _g) = enter()?;
+    if !rt.is_ours(inp) {
+        if rt.is_ours(out) {
+            // From a host file into a socket of ours: not offered.
+            set_errno(libc::EINVAL);
+            return Some(-1);
+        }
+        return None;
+    }
+    let mut pos = if off.is_null() {
+        match rt.lseek(inp, 0, libc::SEEK_CUR)? {
+            Ok(p) => p,
+            Err(e) => {
+                set_errno(e);
+                return Some(-1);
+            }
+        }
+    } else {
+        // SAFETY: sendfile(2)'s contract: a valid offset pointer.
+        unsafe { off.read() }
+    };
+    let mut buf = vec![0u8; count.min(256 << 10)];
+    let mut done = 0usize;
+    while done < count {
+        let want = (count - done).min(buf.len());
+        let n = match rt.pread(inp, &mut buf[..want], pos)? {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if done == 0 => {
+                set_errno(e);
+                return Some(-1);
+            }
+            Err(_) => break,
+        };
+        let w = if rt.is_ours(out) {
+            rt.write(out, &buf[..n]).unwrap_or(Err(libc::EBADF))
+        } else {
+            let r = real!(
+                c"write",
+                fn(c_int, *const c_void, size_t) -> ssize_t,
+                out,
+                buf.as_ptr().cast(),
+                n
+            );
+            if r < 0 {
+                // SAFETY: errno was just set by write.
+                Err(unsafe { *libc::__errno_location() })
+            } else {
+                Ok(r as usize)
+            }
+        };
+        match w {
+            Ok(k) => {
+                done += k;
+                pos += k as off_t;
+                if k < n {
+                    break;
+                }
+            }
+            Err(e) if done == 0 => {
+                set_errno(e);
+                return Some(-1);
+            }
+            Err(_) => break,
+        }
+    }
+    if off.is_null() {
+        let _ = rt.lseek(inp, pos, libc::SEEK_SET);
+    } else {
+        // SAFETY: as above.
+        unsafe { off.write(pos) };
+    }
+    Some(done as ssize_t)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendfile(
+    out: c_int,
+    inp: c_int,
+    off: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    do_sendfile(out, inp, off, count).unwrap_or_else(|| {
+        real!(
+            c"sendfile",
+            fn(c_int, c_int, *mut off_t, size_t) -> ssize_t,
+            out,
+            inp,
+            off,
+            count
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendfile64(
+    out: c_int,
+    inp: c_int,
+    off: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    do_sendfile(out, inp, off, count).unwrap_or_else(|| {
+        real!(
+            c"sendfile64",
+            fn(c_int, c_int, *mut off_t, size_t) -> ssize_t,
+            out,
+            inp,
+            off,
+            count
         )
     })
 }

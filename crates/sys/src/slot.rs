@@ -104,3 +104,38 @@ pub fn ids() -> (u32, u32) {
         rustix::process::getegid().as_raw(),
     )
 }
+
+/// poll(2) on raw descriptor numbers (the program's): `(fd, events, revents)`.
+/// An invalid number gets POLLNVAL, as the kernel answers. Errors (EINTR
+/// included) come back as the errno, for the program to see.
+pub fn poll_fds(
+    fds: &mut [(RawFd, i16, i16)],
+    timeout: Option<std::time::Duration>,
+) -> std::result::Result<usize, i32> {
+    use rustix::event::{PollFd, PollFlags};
+    // Negative numbers are ignored (revents 0), as poll(2) does.
+    let live: Vec<usize> = (0..fds.len()).filter(|&i| fds[i].0 >= 0).collect();
+    let mut pfds: Vec<PollFd<'_>> = live
+        .iter()
+        .map(|&i| {
+            let (fd, ev, _) = fds[i];
+            // SAFETY: `fd` is non-negative; poll only reads the number, and the
+            // kernel answers a closed or invalid one with POLLNVAL.
+            let b = unsafe { BorrowedFd::borrow_raw(fd) };
+            PollFd::from_borrowed_fd(b, PollFlags::from_bits_retain(ev as u16))
+        })
+        .collect();
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    count(HostCall::Poll);
+    let n = rustix::event::poll(&mut pfds, ts.as_ref()).map_err(|e| e.raw_os_error())?;
+    for f in fds.iter_mut() {
+        f.2 = 0;
+    }
+    for (&i, p) in live.iter().zip(&pfds) {
+        fds[i].2 = p.revents().bits() as i16;
+    }
+    Ok(n)
+}
