@@ -223,6 +223,11 @@ pub struct Runtime {
     reported: Mutex<HashSet<Vec<u8>>>,
     net_cfg: Option<config::NetConfig>,
     net: OnceLock<Option<rktio_net::Net>>,
+    /// The working directory while it is inside a mount (the host's cannot be
+    /// there); `None`: the host's.
+    cwd: Mutex<Option<Vec<u8>>>,
+    /// Listeners by port, with the family that opened them (see `listen`).
+    listeners: Mutex<HashMap<u16, (i32, std::sync::Weak<Mutex<rktio_net::TcpListener>>)>>,
     spin_us: u64,
     /// What the program did.
     pub stats: Stats,
@@ -301,6 +306,8 @@ impl Runtime {
             forked: AtomicBool::new(false),
             reported: Mutex::new(HashSet::new()),
             net_cfg: config.net.clone(),
+            cwd: Mutex::new(None),
+            listeners: Mutex::new(HashMap::new()),
             net: OnceLock::new(),
             spin_us: config.poll.spin_us,
             stats: Stats::default(),
@@ -350,9 +357,11 @@ impl Runtime {
         let abs = if path.first() == Some(&b'/') {
             path::absolute(path, b"/")
         } else {
-            let cwd = std::env::current_dir()
-                .map(|p| p.into_os_string().into_encoded_bytes())
-                .unwrap_or_else(|_| b"/".to_vec());
+            let cwd = self.virtual_cwd().unwrap_or_else(|| {
+                std::env::current_dir()
+                    .map(|p| p.into_os_string().into_encoded_bytes())
+                    .unwrap_or_else(|_| b"/".to_vec())
+            });
             path::absolute(path, &cwd)
         };
         for (i, m) in self.mounts.iter().enumerate() {
@@ -361,6 +370,79 @@ impl Runtime {
             }
         }
         Route::Host(abs)
+    }
+
+    fn virtual_cwd(&self) -> Option<Vec<u8>> {
+        self.cwd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// getcwd(3) while the working directory is inside a mount.
+    pub fn getcwd(&self) -> Option<Vec<u8>> {
+        self.virtual_cwd()
+    }
+
+    /// chdir(2): into a mount, the working directory becomes ours (the host's
+    /// stays where it was); anywhere else, the host's again (`None`: for the host).
+    pub fn chdir(&self, path: &[u8]) -> Option<SysResult<()>> {
+        let abs = match self.route(path) {
+            Route::Host(abs) => {
+                // The host resolves a relative path against its own directory:
+                // give it the absolute one.
+                *self
+                    .cwd
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                let _ = abs;
+                return None;
+            }
+            Route::Mount(m, rel) => match self.stat_on(m, &rel, true) {
+                Err(e) => return Some(Err(e)),
+                Ok(st) if st.stat.file_type() != FileType::Directory => {
+                    return Some(Err(ENOTDIR));
+                }
+                Ok(_) => {
+                    let mut a = self.mounts[m].at.clone();
+                    if rel != b"/" {
+                        a.extend_from_slice(&rel);
+                    }
+                    a
+                }
+            },
+        };
+        *self
+            .cwd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(abs);
+        Some(Ok(()))
+    }
+
+    /// fchdir(2) to a directory of ours.
+    pub fn fchdir(&self, fd: RawFd) -> Option<SysResult<()>> {
+        let Some(d) = self.desc(fd) else {
+            *self
+                .cwd
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            return None;
+        };
+        let Kind::File(f) = &d.kind else {
+            return Some(Err(ENOTDIR));
+        };
+        if !f.file.is_dir() {
+            return Some(Err(ENOTDIR));
+        }
+        let mut a = self.mounts[f.mount].at.clone();
+        if f.path != b"/" {
+            a.extend_from_slice(&path::absolute(&f.path, b"/"));
+        }
+        *self
+            .cwd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a);
+        Some(Ok(()))
     }
 
     /// The host policy: `None` if the host call may go ahead, else EACCES (and

@@ -48,7 +48,8 @@ pub struct SockDesc {
 enum SockKind {
     /// Made, maybe bound, not yet listening or connected.
     Fresh,
-    Listening(TcpListener),
+    /// Shared by an AF_INET and an AF_INET6 socket listening on one port.
+    Listening(Arc<Mutex<TcpListener>>),
     Stream(TcpStream),
     Udp(UdpSocket),
 }
@@ -195,6 +196,10 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
 fn lock(s: &SockDesc) -> MutexGuard<'_, SockState> {
     s.st.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_l(l: &Mutex<TcpListener>) -> MutexGuard<'_, TcpListener> {
+    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn any_addr(family: i32, port: u16) -> SocketAddr {
@@ -367,12 +372,34 @@ impl Runtime {
             }
             let port = st.bound.map_or(0, |a| a.port());
             let backlog = usize::try_from(backlog.max(1)).unwrap_or(1);
-            let mut l = net
-                .tcp_listen(port, backlog, st.opts.clone())
-                .map_err(|e| io_errno(&e))?;
-            l.set_nonblocking(true);
+            let mut shared = self
+                .listeners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The stack listens on every address of both families at once: an
+            // AF_INET and an AF_INET6 socket on one port (what servers open with
+            // IPV6_V6ONLY) share the listener.
+            let l = match shared.get(&port).and_then(|(fam, w)| {
+                if port != 0 && *fam != s.family {
+                    w.upgrade()
+                } else {
+                    None
+                }
+            }) {
+                Some(l) => l,
+                None => {
+                    let mut l = net
+                        .tcp_listen(port, backlog, st.opts.clone())
+                        .map_err(|e| io_errno(&e))?;
+                    l.set_nonblocking(true);
+                    let l = Arc::new(Mutex::new(l));
+                    shared.retain(|_, (_, w)| w.strong_count() > 0);
+                    shared.insert(lock_l(&l).port(), (s.family, Arc::downgrade(&l)));
+                    l
+                }
+            };
             let ip = st.bound.map_or(any_addr(s.family, 0).ip(), |a| a.ip());
-            st.bound = Some(SocketAddr::new(ip, l.port()));
+            st.bound = Some(SocketAddr::new(ip, lock_l(&l).port()));
             st.kind = SockKind::Listening(l);
             Ok(())
         }))
@@ -394,7 +421,8 @@ impl Runtime {
                     let SockKind::Listening(l) = &mut st.kind else {
                         return Err(EINVAL);
                     };
-                    match l.accept() {
+                    let r = lock_l(l).accept();
+                    match r {
                         Ok(x) => Some(x),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => None,
                         Err(e) => return Err(io_errno(&e)),
@@ -434,7 +462,7 @@ impl Runtime {
                 self.wait_net(
                     net,
                     deadline,
-                    || matches!(&lock(s).kind, SockKind::Listening(l) if l.acceptable()),
+                    || matches!(&lock(s).kind, SockKind::Listening(l) if lock_l(l).acceptable()),
                 )?;
             }
         }))
@@ -840,7 +868,7 @@ impl Runtime {
                 ),
                 (SockKind::Listening(l), false) => SocketAddr::new(
                     st.bound.map_or(any_addr(s.family, 0).ip(), |a| a.ip()),
-                    l.port(),
+                    lock_l(l).port(),
                 ),
                 (_, true) => return Err(ENOTCONN),
                 (SockKind::Fresh, false) => st.bound.unwrap_or(any_addr(s.family, 0)),
@@ -1110,7 +1138,7 @@ impl Runtime {
                     }
                 }
                 SockKind::Listening(l) => {
-                    if l.acceptable() {
+                    if lock_l(l).acceptable() {
                         IN
                     } else {
                         0

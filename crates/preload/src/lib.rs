@@ -37,13 +37,16 @@ impl Drop for Busy {
 }
 
 /// The runtime, unless this is a nested call from the stack itself (or there is
-/// no configuration).
+/// no configuration, or the constructor has not run yet). A hook never starts
+/// the runtime itself: a hook can be called from inside another library's
+/// initialisation (jemalloc's, while it holds its init lock), where anything
+/// that allocates would deadlock.
 fn enter() -> Option<(&'static Runtime, Busy)> {
     if BUSY.with(|b| b.replace(true)) {
         return None;
     }
     let g = Busy;
-    let rt = RUNTIME.get_or_init(init).as_ref()?;
+    let rt = RUNTIME.get()?.as_ref()?;
     Some((rt, g))
 }
 
@@ -96,7 +99,11 @@ extern "C" fn in_forked_child() {
 /// Runs the stack's set-up before `main`, so a bad configuration stops the
 /// program before it does anything.
 extern "C" fn constructor() {
-    let _ = enter();
+    if BUSY.with(|b| b.replace(true)) {
+        return;
+    }
+    let _g = Busy;
+    RUNTIME.get_or_init(init);
 }
 
 #[used]
@@ -122,7 +129,7 @@ fn real_sym(name: &CStr, cache: &AtomicUsize) -> usize {
 
 /// Calls libc's own definition of a symbol we interpose.
 macro_rules! real {
-    ($name:literal, fn($($t:ty),*) -> $r:ty, $($arg:expr),*) => {{
+    ($name:literal, fn($($t:ty),* $(,)?) -> $r:ty, $($arg:expr),* $(,)?) => {{
         static CACHE: AtomicUsize = AtomicUsize::new(0);
         let p = real_sym($name, &CACHE);
         // SAFETY: `p` is libc's definition of this symbol, which has this C
@@ -2854,4 +2861,64 @@ pub unsafe extern "C" fn sendfile64(
             count
         )
     })
+}
+
+// ---------------------------------------------------------------- cwd
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
+    if let Some((rt, _g)) = enter() {
+        // SAFETY: chdir(2)'s contract: a NUL-terminated path.
+        if let Some(p) = unsafe { cpath(path) }
+            && let Some(r) = rt.chdir(p)
+        {
+            return ret_int(r);
+        }
+    }
+    real!(c"chdir", fn(*const c_char) -> c_int, path)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.fchdir(fd)
+    {
+        return ret_int(r);
+    }
+    real!(c"fchdir", fn(c_int) -> c_int, fd)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getcwd(out: *mut c_char, size: size_t) -> *mut c_char {
+    if let Some((rt, _g)) = enter()
+        && let Some(cwd) = rt.getcwd()
+    {
+        if out.is_null() {
+            // glibc's extension: allocate (at least `size`) with malloc.
+            let n = (cwd.len() + 1).max(size);
+            // SAFETY: malloc of n bytes; the caller frees it.
+            let p = unsafe { libc::malloc(n) }.cast::<c_char>();
+            if p.is_null() {
+                set_errno(libc::ENOMEM);
+                return p;
+            }
+            // SAFETY: `p` has n >= len + 1 bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(cwd.as_ptr(), p.cast::<u8>(), cwd.len());
+                *p.add(cwd.len()) = 0;
+            }
+            return p;
+        }
+        if size < cwd.len() + 1 {
+            set_errno(libc::ERANGE);
+            return std::ptr::null_mut();
+        }
+        // SAFETY: getcwd(3)'s contract: `size` writable bytes at `out`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(cwd.as_ptr(), out.cast::<u8>(), cwd.len());
+            *out.add(cwd.len()) = 0;
+        }
+        return out;
+    }
+    real!(c"getcwd", fn(*mut c_char, size_t) -> *mut c_char, out, size)
 }
