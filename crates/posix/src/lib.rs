@@ -165,6 +165,14 @@ impl Drop for FileDesc {
     }
 }
 
+/// A writable shared mapping of one of our files (see `Runtime::map_shared`).
+struct SharedMap {
+    addr: usize,
+    len: usize,
+    off: u64,
+    file: Arc<FileDesc>,
+}
+
 /// Counts of what the program did through the stack.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -226,6 +234,7 @@ pub struct Runtime {
     /// The working directory while it is inside a mount (the host's cannot be
     /// there); `None`: the host's.
     cwd: Mutex<Option<Vec<u8>>>,
+    maps: Mutex<Vec<SharedMap>>,
     /// Listeners by port, with the family that opened them (see `listen`).
     listeners: Mutex<HashMap<u16, (i32, std::sync::Weak<Mutex<rktio_net::TcpListener>>)>>,
     spin_us: u64,
@@ -308,6 +317,7 @@ impl Runtime {
             net_cfg: config.net.clone(),
             cwd: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
+            maps: Mutex::new(Vec::new()),
             net: OnceLock::new(),
             spin_us: config.poll.spin_us,
             stats: Stats::default(),
@@ -377,6 +387,14 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// A host path (not on a mount) the policy lets the program write.
+    pub fn is_host_writable(&self, path: &[u8]) -> bool {
+        match self.route(path) {
+            Route::Host(abs) => path::under_any(&abs, &self.write_ok),
+            Route::Mount(..) => false,
+        }
     }
 
     /// getcwd(3) while the working directory is inside a mount.
@@ -1271,12 +1289,131 @@ impl Runtime {
         Some(Ok(()))
     }
 
-    /// mmap(2) of one of our files: MAP_PRIVATE copies (the caller maps anonymous
-    /// memory and fills it with pread: `Some(Ok(()))`); MAP_SHARED cannot be kept
-    /// coherent with the sealed file and is refused with ENODEV.
+    /// mmap(2) of one of our files: the caller maps anonymous memory (private or
+    /// shared, as asked) and fills it with pread. A writable MAP_SHARED mapping is
+    /// registered here and written back to the file on msync, munmap and exit;
+    /// in between, read(2) of the file does not see stores to the mapping (one
+    /// process, one copy: enough for a buffer file or SQLite's -shm).
     pub fn mmap_check(&self, fd: RawFd, shared: bool) -> Option<SysResult<()>> {
         let r = self.file(fd)?;
-        Some(r.and(if shared { Err(libc::ENODEV) } else { Ok(()) }))
+        let _ = shared;
+        Some(r.map(|_| ()))
+    }
+
+    /// Records a writable shared mapping of `fd` at `addr` (`len` bytes from `off`).
+    pub fn map_shared(&self, fd: RawFd, addr: usize, len: usize, off: i64) -> SysResult<()> {
+        let d = self.desc(fd).ok_or(EBADF)?;
+        let Kind::File(f) = &d.kind else {
+            return Err(libc::ENODEV);
+        };
+        let off = u64::try_from(off).map_err(|_| EINVAL)?;
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(SharedMap {
+                addr,
+                len,
+                off,
+                file: f.clone(),
+            });
+        Ok(())
+    }
+
+    /// Shared mappings of ours overlapping `[addr, addr+len)`: (start, len, file
+    /// offset) of each overlap, for the caller to hand back to `write_back`.
+    pub fn maps_in(&self, addr: usize, len: usize) -> Vec<(usize, usize, u64)> {
+        let end = addr.saturating_add(len);
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|m| m.addr < end && addr < m.addr + m.len)
+            .map(|m| {
+                let s = m.addr.max(addr);
+                let e = (m.addr + m.len).min(end);
+                (s, e - s, m.off + (s - m.addr) as u64)
+            })
+            .collect()
+    }
+
+    /// Writes `bytes` (the mapping's memory at `addr`) back to its file.
+    pub fn write_back(&self, addr: usize, bytes: &[u8]) -> SysResult<()> {
+        let maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(m) = maps
+            .iter()
+            .find(|m| m.addr <= addr && addr < m.addr + m.len)
+        else {
+            return Ok(());
+        };
+        let off = m.off + (addr - m.addr) as u64;
+        let file = m.file.clone();
+        drop(maps);
+        // Only up to the file's end: a mapping may run past it.
+        let size = file.fs.fstat(&file.file).map_err(errno)?.size;
+        if off >= size {
+            return Ok(());
+        }
+        let n = bytes.len().min((size - off) as usize);
+        let mut done = 0;
+        while done < n {
+            let k = file
+                .fs
+                .pwrite(&file.file, &bytes[done..n], off + done as u64)
+                .map_err(errno)?;
+            if k == 0 {
+                return Err(EIO);
+            }
+            done += k;
+        }
+        Ok(())
+    }
+
+    /// Forgets the mappings inside `[addr, addr+len)` (after munmap wrote them back).
+    pub fn unmap(&self, addr: usize, len: usize) {
+        let end = addr.saturating_add(len);
+        let mut maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut keep = Vec::new();
+        for m in maps.drain(..) {
+            let (ms, me) = (m.addr, m.addr + m.len);
+            if me <= addr || end <= ms {
+                keep.push(m);
+                continue;
+            }
+            // Parts left on either side stay mapped.
+            if ms < addr {
+                keep.push(SharedMap {
+                    addr: ms,
+                    len: addr - ms,
+                    off: m.off,
+                    file: m.file.clone(),
+                });
+            }
+            if end < me {
+                keep.push(SharedMap {
+                    addr: end,
+                    len: me - end,
+                    off: m.off + (end - ms) as u64,
+                    file: m.file.clone(),
+                });
+            }
+        }
+        *maps = keep;
+    }
+
+    /// Every registered shared mapping (start, len), for the write-back at exit.
+    pub fn all_maps(&self) -> Vec<(usize, usize)> {
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|m| (m.addr, m.len))
+            .collect()
     }
 
     /// What `resolve_at` gives: a path to route, a place on a mount, a host call,

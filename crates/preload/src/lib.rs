@@ -83,6 +83,11 @@ extern "C" fn at_exit() {
         // As the kernel at exit: close the sockets, and let what they queued go
         // out (the driver thread dies with the process).
         rt.close_sockets(std::time::Duration::from_secs(5));
+        for (a, n) in rt.all_maps() {
+            if let Err(e) = write_back(rt, a, n) {
+                eprintln!("rktio: writing a shared mapping back at exit: errno {e}");
+            }
+        }
         let _ = rt.sync_all();
         if rt.print_stats {
             eprint!("{}", rt.report());
@@ -1563,9 +1568,9 @@ pub unsafe extern "C" fn link(from: *const c_char, to: *const c_char) -> c_int {
 
 // ---------------------------------------------------------------- mmap
 
-/// mmap of one of our files: MAP_PRIVATE gets anonymous memory filled from the
-/// file (a private copy, as the kernel's would be until written); MAP_SHARED is
-/// refused with ENODEV (it cannot be kept coherent with the sealed file).
+/// mmap of one of our files: anonymous memory (private or shared as asked)
+/// filled from the file; a writable shared one is written back on msync,
+/// munmap and exit (see `Runtime::map_shared`).
 fn do_mmap(
     addr: *mut c_void,
     len: size_t,
@@ -1583,8 +1588,13 @@ fn do_mmap(
         set_errno(e);
         return Some(libc::MAP_FAILED);
     }
-    let aflags = (flags & !(libc::MAP_SHARED | libc::MAP_SHARED_VALIDATE))
-        | libc::MAP_PRIVATE
+    let kind = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let aflags = (flags & !(libc::MAP_SHARED | libc::MAP_SHARED_VALIDATE | libc::MAP_PRIVATE))
+        | kind
         | libc::MAP_ANONYMOUS;
     let m = real!(
         c"mmap",
@@ -1599,7 +1609,7 @@ fn do_mmap(
     if m == libc::MAP_FAILED {
         return Some(m);
     }
-    // SAFETY: `m` is a fresh private mapping of `len` bytes, readable and writable.
+    // SAFETY: `m` is a fresh mapping of `len` bytes, readable and writable.
     let b = unsafe { buf_mut(m, len) };
     let mut done = 0usize;
     while done < b.len() {
@@ -1614,6 +1624,14 @@ fn do_mmap(
             None => break,
         }
     }
+    if shared
+        && prot & libc::PROT_WRITE != 0
+        && let Err(e) = rt.map_shared(fd, m as usize, len, off)
+    {
+        real!(c"munmap", fn(*mut c_void, size_t) -> c_int, m, len);
+        set_errno(e);
+        return Some(libc::MAP_FAILED);
+    }
     if prot & libc::PROT_WRITE == 0 {
         real!(
             c"mprotect",
@@ -1624,6 +1642,48 @@ fn do_mmap(
         );
     }
     Some(m)
+}
+
+/// Writes our shared mappings inside `[addr, addr+len)` back to their files.
+fn write_back(rt: &Runtime, addr: usize, len: usize) -> SysResult<()> {
+    for (s, n, _) in rt.maps_in(addr, len) {
+        // SAFETY: `[s, s+n)` lies inside a live mapping we made (registered in
+        // `map_shared`, not yet unmapped), readable.
+        let bytes = unsafe { std::slice::from_raw_parts(s as *const u8, n) };
+        rt.write_back(s, bytes)?;
+    }
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && !rt.maps_in(addr as usize, len).is_empty()
+    {
+        if let Err(e) = write_back(rt, addr as usize, len) {
+            // The data stays mapped: nothing is lost by failing.
+            set_errno(e);
+            return -1;
+        }
+        rt.unmap(addr as usize, len);
+    }
+    real!(c"munmap", fn(*mut c_void, size_t) -> c_int, addr, len)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && !rt.maps_in(addr as usize, len).is_empty()
+    {
+        return ret_int(write_back(rt, addr as usize, len));
+    }
+    real!(
+        c"msync",
+        fn(*mut c_void, size_t, c_int) -> c_int,
+        addr,
+        len,
+        flags
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -2921,4 +2981,94 @@ pub unsafe extern "C" fn getcwd(out: *mut c_char, size: size_t) -> *mut c_char {
         return out;
     }
     real!(c"getcwd", fn(*mut c_char, size_t) -> *mut c_char, out, size)
+}
+
+// ---------------------------------------------------------------- mkstemp
+
+/// mkstemp and friends open inside libc, out of our reach: done here with our
+/// open, so a template on a sealed mount (TMPDIR=/data) lands there and a host
+/// one goes through the policy.
+fn do_mkostemp(template: *mut c_char, flags: c_int, suffix: c_int) -> Option<c_int> {
+    let (rt, _g) = enter()?;
+    // SAFETY: mkstemp(3)'s contract: a writable NUL-terminated template.
+    let t = unsafe { cpath(template) }?.to_vec();
+    let suffix = usize::try_from(suffix).unwrap_or(0);
+    if t.len() < 6 + suffix || &t[t.len() - 6 - suffix..t.len() - suffix] != b"XXXXXX" {
+        set_errno(libc::EINVAL);
+        return Some(-1);
+    }
+    // A host directory the policy lets the program write: libc's own.
+    if rt.is_host_writable(&t) {
+        return None;
+    }
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let start = t.len() - 6 - suffix;
+    for _ in 0..100 {
+        let mut rnd = [0u8; 6];
+        if rktio_sys::random_bytes(&mut rnd).is_err() {
+            set_errno(libc::EIO);
+            return Some(-1);
+        }
+        let mut name = t.clone();
+        for (i, r) in rnd.iter().enumerate() {
+            name[start + i] = CHARS[*r as usize % CHARS.len()];
+        }
+        let fl = libc::O_RDWR
+            | libc::O_CREAT
+            | libc::O_EXCL
+            | (flags & (libc::O_CLOEXEC | libc::O_APPEND | libc::O_SYNC));
+        match rt.open(&name, fl, 0o600) {
+            Some(Ok(fd)) => {
+                // SAFETY: writing the chosen name back over the template's X's.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), template.cast::<u8>(), name.len());
+                }
+                return Some(fd);
+            }
+            Some(Err(libc::EEXIST)) => continue,
+            Some(Err(e)) => {
+                set_errno(e);
+                return Some(-1);
+            }
+            None => return None,
+        }
+    }
+    set_errno(libc::EEXIST);
+    Some(-1)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mkstemp(template: *mut c_char) -> c_int {
+    do_mkostemp(template, 0, 0)
+        .unwrap_or_else(|| real!(c"mkstemp", fn(*mut c_char) -> c_int, template))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mkstemp64(template: *mut c_char) -> c_int {
+    do_mkostemp(template, 0, 0)
+        .unwrap_or_else(|| real!(c"mkstemp64", fn(*mut c_char) -> c_int, template))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mkostemp(template: *mut c_char, flags: c_int) -> c_int {
+    do_mkostemp(template, flags, 0).unwrap_or_else(|| {
+        real!(
+            c"mkostemp",
+            fn(*mut c_char, c_int) -> c_int,
+            template,
+            flags
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int {
+    do_mkostemp(template, flags, 0).unwrap_or_else(|| {
+        real!(
+            c"mkostemp64",
+            fn(*mut c_char, c_int) -> c_int,
+            template,
+            flags
+        )
+    })
 }

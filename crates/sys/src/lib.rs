@@ -22,7 +22,9 @@ pub use buffer::HostBuffers;
 pub use counters::{HostCall, HostCalls, count};
 pub use file::{FileOptions, HostFile};
 pub use net::{Notifier, ReadySet, TapDevice, dup_fd, wait_readable};
-pub use slot::{close_slot, dup_onto, dup_slot, host_fd_open, ids, poll_fds, reserve_slot};
+pub use slot::{
+    close_slot, dup_onto, dup_slot, host_fd_open, ids, poll_fds, random_bytes, reserve_slot,
+};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
 pub use xdp::{
     XDP_MAX_QUEUES, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats, enter_netns, if_index,

@@ -139,3 +139,16 @@ pub fn poll_fds(
     }
     Ok(n)
 }
+
+/// Random bytes from the kernel (getrandom(2)).
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(HostError::new("getrandom", e.into())),
+        }
+    }
+    Ok(())
+}
