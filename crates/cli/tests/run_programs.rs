@@ -3,89 +3,10 @@
 //! fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 
-/// librktio.so is a cdylib no test depends on, so cargo does not build it for
-/// the tests: build it (once) next to the rktio binary.
-fn preload() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let st = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "rktio-preload"])
-                .status()
-                .unwrap();
-            assert!(st.success(), "cargo build -p rktio-preload failed");
-            let lib = Path::new(env!("CARGO_BIN_EXE_rktio")).with_file_name("librktio.so");
-            assert!(lib.exists(), "{} missing after the build", lib.display());
-            lib
-        })
-        .clone()
-}
-
-fn need(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{tool} is not installed (apt-get install --no-install-recommends {tool})"
-    );
-}
-
-fn rktio(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rktio"));
-    c.args(args)
-        .current_dir(dir)
-        .env("RKTIO_PRELOAD", preload())
-        .env_remove("RKTIO_KEY")
-        .env_remove("RKTIO_CONFIG")
-        .env_remove("RKTIO_STATS")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(input) = stdin {
-        let mut si = child.stdin.take().unwrap();
-        si.write_all(input).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A sealed image with an empty ext4 and a config mounting it at /data.
-fn setup(size: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let d = dir.path();
-    assert!(rktio(d, &["disk", "keygen", "k"], None).status.success());
-    let o = rktio(
-        d,
-        &["disk", "create", "d.img", "--size", size, "--key-file", "k"],
-        None,
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    std::fs::write(
-        d.join("rktio.toml"),
-        format!("[[mount]]\npath = \"/data\"\nimage = \"d.img\"\nkey_file = \"k\"\n{extra}"),
-    )
-    .unwrap();
-    dir
-}
+mod common;
+use common::*;
 
 const CANARY: &str = "RKTIO-SQL-CANARY-7d41";
 

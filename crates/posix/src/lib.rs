@@ -19,6 +19,7 @@ pub use sock::{EpollEvent, SockAddr, WAKE_TAG};
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -473,6 +474,16 @@ impl Runtime {
         };
         if ok {
             return None;
+        }
+        // Opening a file that is not there is answered as the host would: the
+        // program learns nothing stat(2) would not tell it, and its "optional
+        // file" logic (a missing config, a first start without a dump) works.
+        if !write {
+            let p = std::path::Path::new(std::ffi::OsStr::from_bytes(abs));
+            if std::fs::symlink_metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                return Some(libc::ENOENT);
+            }
         }
         bump(&self.stats.refused, 1);
         let fresh = self

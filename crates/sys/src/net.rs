@@ -63,7 +63,8 @@ impl TapDevice {
         // padding up to the size of `struct ifreq` (40 bytes), and `fd` is an open
         // tun descriptor for the duration of the call.
         let rc = unsafe {
-            libc::ioctl(
+            libc::syscall(
+                libc::SYS_ioctl,
                 std::os::fd::AsRawFd::as_raw_fd(&fd),
                 libc::TUNSETIFF,
                 &mut req as *mut IfReqFlags,

@@ -87,10 +87,6 @@ pub struct XdpStats {
     pub bad_index: u64,
 }
 
-fn err(what: &str) -> impl Fn(io::Error) -> HostError + '_ {
-    move |e| HostError::new(what, e)
-}
-
 fn last_err(what: &str) -> HostError {
     HostError::new(what, io::Error::last_os_error())
 }
@@ -123,12 +119,14 @@ fn owned(fd: libc::c_long, what: &str) -> Result<OwnedFd> {
 /// A new close-on-exec socket.
 fn socket(domain: i32, kind: i32, what: &str) -> Result<OwnedFd> {
     count(HostCall::NetSetup);
-    // SAFETY: socket(2) with integer arguments; no memory is passed.
-    let raw = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: socket(2) with integer arguments; no memory is passed. A raw
+    // system call (not libc's socket) so that an LD_PRELOAD library's socket()
+    // never sees the stack's own sockets.
+    let raw = unsafe { libc::syscall(libc::SYS_socket, domain, kind | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
         return Err(last_err(what));
     }
-    owned(libc::c_long::from(raw), what)
+    owned(raw, what)
 }
 
 fn put_u32(a: &mut [u8], off: usize, v: u32) {
@@ -193,7 +191,14 @@ pub fn if_mac(name: &str) -> Result<[u8; 6]> {
     count(HostCall::NetSetup);
     // SAFETY: SIOCGIFHWADDR reads the name from and writes a sockaddr into a
     // `struct ifreq` (40 bytes): `req` is a live, writable buffer of that size.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, req.as_mut_ptr()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_ioctl,
+            sock.as_raw_fd(),
+            libc::SIOCGIFHWADDR,
+            req.as_mut_ptr(),
+        )
+    };
     if rc < 0 {
         return Err(last_err(&format!("MAC address of {name}")));
     }
@@ -208,7 +213,14 @@ pub fn if_mac(name: &str) -> Result<[u8; 6]> {
 pub fn enter_netns(name: &str) -> Result<()> {
     let path = format!("/var/run/netns/{name}");
     count(HostCall::NetSetup);
-    let f = std::fs::File::open(&path).map_err(err(&path))?;
+    // rustix, not std: a raw system call never re-enters an LD_PRELOAD library
+    // (whose policy would see our own open).
+    let f = rustix::fs::open(
+        path.as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| HostError::new(format!("open {path}"), e.into()))?;
     count(HostCall::NetSetup);
     // SAFETY: setns on a descriptor we hold open; it changes only this thread's
     // namespace and touches no memory of ours.
@@ -535,11 +547,12 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, opt: i32, v: &T, what: &str) -> Result<()> 
     // SAFETY: `v` is a live value of size_of::<T>() bytes, read by the kernel only
     // during the call.
     let rc = unsafe {
-        libc::setsockopt(
+        libc::syscall(
+            libc::SYS_setsockopt,
             fd.as_raw_fd(),
             SOL_XDP,
             opt,
-            (v as *const T).cast(),
+            (v as *const T).cast::<libc::c_void>(),
             std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
@@ -611,12 +624,13 @@ impl XdpSocket {
         // SAFETY: `off` is a live, writable MmapOffsets and `len` its size; the kernel
         // writes at most `len` bytes and updates `len`.
         let rc = unsafe {
-            libc::getsockopt(
+            libc::syscall(
+                libc::SYS_getsockopt,
                 fd.as_raw_fd(),
                 SOL_XDP,
                 XDP_MMAP_OFFSETS,
-                (&mut off as *mut MmapOffsets).cast(),
-                &mut len,
+                (&mut off as *mut MmapOffsets).cast::<libc::c_void>(),
+                &mut len as *mut libc::socklen_t,
             )
         };
         if rc != 0 || len as usize != std::mem::size_of::<MmapOffsets>() {
@@ -638,9 +652,10 @@ impl XdpSocket {
             count(HostCall::NetSetup);
             // SAFETY: `sa` is a live sockaddr_xdp of the size given, read during the call.
             let rc = unsafe {
-                libc::bind(
+                libc::syscall(
+                    libc::SYS_bind,
                     fd.as_raw_fd(),
-                    (&sa as *const SockaddrXdp).cast(),
+                    (&sa as *const SockaddrXdp).cast::<libc::c_void>(),
                     std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
                 )
             };
@@ -857,13 +872,14 @@ impl XdpSocket {
             // SAFETY: sendto with a null buffer of length 0 and no address: the
             // kernel reads no memory of ours; it only processes the tx ring.
             let rc = unsafe {
-                libc::sendto(
+                libc::syscall(
+                    libc::SYS_sendto,
                     self.fd.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
+                    std::ptr::null::<libc::c_void>(),
+                    0usize,
                     libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
+                    std::ptr::null::<libc::sockaddr>(),
+                    0 as libc::socklen_t,
                 )
             };
             if rc < 0 {

@@ -1,0 +1,468 @@
+//! Unmodified servers from Debian on rkt-io's stack with `rktio run`: their
+//! sockets on our TCP/IP over AF_XDP with WireGuard, their files on a sealed
+//! mount; real clients in a peer namespace behind wireguard-go (or behind a
+//! second stack of ours). A capture on the wire and the image never hold the
+//! canary. Needs root, redis-server, redis-tools, nginx, wrk, iperf3 and the
+//! peer tools (rktio-testnet); `.ci/run` installs them, a missing one fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rktio_net::Key;
+use rktio_testnet::{Peer, our_wg_conf, run};
+
+const CANARY: &str = "RKTIO-NET-CANARY-91c3e7";
+
+/// A server started with `rktio run`, its output collected as it comes (so a
+/// chatty one never blocks on a full pipe). It is also in the peer's children,
+/// so a failing test still kills it (by PID).
+struct Server {
+    out: Arc<Mutex<Vec<u8>>>,
+    pid: u32,
+}
+
+fn start(peer: &mut Peer, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut c: Child = rktio_spawn(dir, args, env);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    for mut pipe in [
+        Box::new(c.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(c.stderr.take().unwrap()),
+    ] {
+        let o = out.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        });
+    }
+    let pid = c.id();
+    peer.children.insert(0, c);
+    Server { out, pid }
+}
+
+impl Server {
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (at most 30 s) for the server to exit, then gives its output.
+    fn finish(self, peer: &mut Peer) -> String {
+        let i = peer
+            .children
+            .iter()
+            .position(|c| c.id() == self.pid)
+            .unwrap();
+        let mut c = peer.children.remove(i);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                // Let the readers take the last bytes.
+                std::thread::sleep(Duration::from_millis(100));
+                let out = self.output();
+                assert!(st.success(), "server failed ({st}): {out}");
+                return out;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("server did not exit: {}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits until something accepts TCP connections at ip:port, seen from the peer.
+fn wait_tcp(peer: &Peer, server: &Server, ip: &str, port: u16) {
+    let py = format!(
+        "import socket,time\n\
+         t=time.time()+40\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       socket.create_connection(('{ip}',{port}),timeout=1).close(); break\n\
+         \x20   except OSError:\n\
+         \x20       if time.time()>t: raise\n\
+         \x20       time.sleep(0.1)\n"
+    );
+    let o = peer.cmd("python3").args(["-c", &py]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{ip}:{port} never accepted: {} / server: {}",
+        String::from_utf8_lossy(&o.stderr),
+        server.output()
+    );
+}
+
+/// The usual topology: our stack on AF_XDP at one end of a veth pair (in a
+/// namespace of its own), wireguard-go in the peer namespace at the other end.
+/// Writes `net.toml` mounting d.img at /data with that network.
+fn wg_setup(peer: &mut Peer, d: &Path, extra: &str) {
+    let (ours_ns, ours_dev) = peer.veth_link("10.201.0.1/24");
+    let (ours, theirs) = (Key::generate().unwrap(), Key::generate().unwrap());
+    std::fs::write(
+        d.join("wg.conf"),
+        our_wg_conf(&ours.to_base64(), &theirs.public().to_base64(), false),
+    )
+    .unwrap();
+    peer.wireguard(
+        &theirs.to_base64(),
+        &ours.public().to_base64(),
+        "10.201.0.2:51821",
+    );
+    std::fs::write(
+        d.join("net.toml"),
+        format!(
+            "[[mount]]\npath = \"/data\"\nimage = \"d.img\"\nkey_file = \"k\"\n\
+             [net]\nbackend = \"xdp\"\ninterface = \"{ours_dev}\"\nnetns = \"{ours_ns}\"\n\
+             address = [\"10.201.0.2/24\"]\nwireguard = \"wg.conf\"\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
+fn no_canary(pcap: &Path, d: &Path) {
+    let wire = std::fs::read(pcap).unwrap();
+    assert!(wire.len() > 10_000, "the capture saw the traffic");
+    let c = CANARY.as_bytes();
+    assert!(
+        !wire.windows(c.len()).any(|w| w == c),
+        "plaintext on the wire"
+    );
+    let img = std::fs::read(d.join("d.img")).unwrap();
+    assert!(
+        !img.windows(c.len()).any(|w| w == c),
+        "plaintext in the image"
+    );
+}
+
+#[test]
+fn redis_server_on_the_stack_with_redis_benchmark_behind_wireguard_go() {
+    for t in ["redis-server", "redis-benchmark", "redis-cli"] {
+        need(t);
+    }
+    let dir = setup("128M", "");
+    let d = dir.path();
+    let mut peer = Peer::new();
+    wg_setup(&mut peer, d, "");
+    let srv = start(
+        &mut peer,
+        d,
+        &[
+            "--stats",
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "redis-server",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/data",
+            "--protected-mode",
+            "no",
+        ],
+        &[],
+    );
+    wait_tcp(&peer, &srv, "10.202.0.2", 6379);
+    let pcap = peer.capture();
+    let cli = |args: &str| peer.sh(&format!("redis-cli -h 10.202.0.2 {args}"));
+    assert_eq!(cli(&format!("set canary {CANARY}")).trim(), "OK");
+    assert_eq!(cli("get canary").trim(), CANARY);
+    let bench = peer.sh(
+        "redis-benchmark -h 10.202.0.2 -n 20000 -c 20 -d 64 -t set,get,incr,lpush,lpop -q 2>&1",
+    );
+    for t in ["SET", "GET", "INCR", "LPUSH", "LPOP"] {
+        assert!(
+            bench
+                .lines()
+                .any(|l| l.contains(&format!("{t}: ")) && l.contains("requests per second")),
+            "{t} missing: {bench}"
+        );
+    }
+    assert!(!bench.to_lowercase().contains("error"), "{bench}");
+    // SAVE writes dump.rdb (with the canary) to the sealed mount.
+    assert_eq!(cli("save").trim(), "OK");
+    assert_eq!(cli("dbsize").trim().parse::<u64>().unwrap() > 1, true);
+    cli("shutdown nosave");
+    peer.stop_capture();
+    let out = srv.finish(&mut peer);
+    assert!(out.contains("rktio stats: sockets:"), "{out}");
+    let o = rktio(d, &["disk", "ls", "d.img", "--key-file", "k", "/"], None);
+    assert!(text(&o).contains("dump.rdb"), "{}", text(&o));
+    no_canary(&pcap, d);
+}
+
+#[test]
+fn redis_benchmark_on_our_stack_against_redis_server_on_our_stack() {
+    for t in ["redis-server", "redis-benchmark"] {
+        need(t);
+    }
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let mut peer = Peer::new();
+    // Both ends of the veth pair are taken by AF_XDP: two of our stacks, with
+    // WireGuard between them, and no kernel TCP in the path.
+    let (ours_ns, ours_dev) = peer.veth_link("10.201.0.1/24");
+    let (ks, kc) = (Key::generate().unwrap(), Key::generate().unwrap());
+    std::fs::write(
+        d.join("wg.conf"),
+        our_wg_conf(&ks.to_base64(), &kc.public().to_base64(), false),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("client-wg.conf"),
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.1/24\nListenPort = 51820\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.2/32\nEndpoint = 10.201.0.2:51821\n",
+            kc.to_base64(),
+            ks.public().to_base64()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("net.toml"),
+        format!(
+            "[net]\nbackend = \"xdp\"\ninterface = \"{ours_dev}\"\nnetns = \"{ours_ns}\"\n\
+             address = [\"10.201.0.2/24\"]\nwireguard = \"wg.conf\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("client.toml"),
+        format!(
+            "[net]\nbackend = \"xdp\"\ninterface = \"{}\"\nnetns = \"{}\"\n\
+             address = [\"10.201.0.1/24\"]\nwireguard = \"client-wg.conf\"\n",
+            peer.tap, peer.ns
+        ),
+    )
+    .unwrap();
+    let srv = start(
+        &mut peer,
+        d,
+        &[
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "redis-server",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+        &[],
+    );
+    // The client retries: redis-benchmark fails at once if nobody answers yet.
+    let mut last;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = rktio(
+            d,
+            &[
+                "--stats",
+                "run",
+                "-c",
+                "client.toml",
+                "--",
+                "redis-benchmark",
+                "-h",
+                "10.202.0.2",
+                "-n",
+                "10000",
+                "-c",
+                "10",
+                "-t",
+                "set,get",
+                "-q",
+            ],
+            None,
+        );
+        last = text(&o);
+        if o.status.success() && last.contains("GET: ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-benchmark never got through: {last} / server: {}",
+            srv.output()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for t in ["SET", "GET"] {
+        assert!(
+            last.lines()
+                .any(|l| l.contains(&format!("{t}: ")) && l.contains("requests per second")),
+            "{last}"
+        );
+    }
+    assert!(!last.to_lowercase().contains("error"), "{last}");
+    // The client's stack did the connecting (its stats say so).
+    assert!(
+        last.contains("rktio stats: sockets:") && last.contains("connects"),
+        "{last}"
+    );
+    let _ = peer;
+}
+
+#[test]
+fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
+    for t in ["nginx", "wrk", "curl"] {
+        need(t);
+    }
+    // The site is made into the sealed image with `disk create --from`.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("site/www")).unwrap();
+    std::fs::create_dir_all(d.join("site/tmp")).unwrap();
+    let big: Vec<u8> = CANARY
+        .bytes()
+        .chain((0..200u32).flat_map(|i| i.to_le_bytes()))
+        .cycle()
+        .take(3 << 20)
+        .collect();
+    std::fs::write(d.join("site/www/big.bin"), &big).unwrap();
+    std::fs::write(d.join("site/www/index.html"), format!("<p>{CANARY}</p>\n")).unwrap();
+    assert!(rktio(d, &["disk", "keygen", "k"], None).status.success());
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "create",
+            "d.img",
+            "--size",
+            "128M",
+            "--key-file",
+            "k",
+            "--from",
+            "site",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_dir_all(d.join("site")).unwrap();
+    std::fs::write(
+        d.join("nginx.conf"),
+        "master_process off;\ndaemon off;\nworker_processes 1;\nerror_log stderr notice;\n\
+         pid /data/nginx.pid;\nevents { worker_connections 128; }\n\
+         http {\n  access_log off;\n  sendfile on;\n  keepalive_requests 100000;\n\
+         client_body_temp_path /data/tmp/body;\n  proxy_temp_path /data/tmp/proxy;\n\
+         fastcgi_temp_path /data/tmp/fastcgi;\n  uwsgi_temp_path /data/tmp/uwsgi;\n\
+         scgi_temp_path /data/tmp/scgi;\n\
+         server {\n    listen 80;\n    root /data/www;\n  }\n}\n",
+    )
+    .unwrap();
+    let mut peer = Peer::new();
+    let conf = d.join("nginx.conf");
+    wg_setup(
+        &mut peer,
+        d,
+        &format!("[host]\nread = [\"{}\"]\n", conf.display()),
+    );
+    let srv = start(
+        &mut peer,
+        d,
+        &[
+            "--stats",
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "nginx",
+            "-c",
+            conf.to_str().unwrap(),
+            "-p",
+            "/data",
+        ],
+        &[],
+    );
+    wait_tcp(&peer, &srv, "10.202.0.2", 80);
+    let pcap = peer.capture();
+    let sum = |data: &[u8]| {
+        let f = d.join("sum.tmp");
+        std::fs::write(&f, data).unwrap();
+        let s = run(Command::new("sha256sum").arg(&f));
+        s.split_whitespace().next().unwrap().to_string()
+    };
+    let got =
+        peer.sh("curl -sS --max-time 60 http://10.202.0.2/big.bin | sha256sum | cut -d' ' -f1");
+    assert_eq!(got.trim(), sum(&big), "big.bin differs");
+    let page = peer.sh("curl -sS --max-time 20 http://10.202.0.2/index.html");
+    assert_eq!(page, format!("<p>{CANARY}</p>\n"));
+    let missing = peer.sh("curl -s -o /dev/null -w '%{http_code}' http://10.202.0.2/nope");
+    assert_eq!(missing.trim(), "404");
+    let w = peer.sh("wrk -t1 -c8 -d2s http://10.202.0.2/index.html 2>&1");
+    assert!(w.contains("Requests/sec:"), "{w}");
+    assert!(
+        !w.contains("Socket errors") && !w.contains("Non-2xx"),
+        "{w}"
+    );
+    peer.stop_capture();
+    let out = srv.output();
+    assert!(
+        !out.contains("[alert]") && !out.contains("[emerg]"),
+        "{out}"
+    );
+    no_canary(&pcap, d);
+}
+
+#[test]
+fn iperf3_server_on_the_stack_with_the_client_behind_wireguard_go() {
+    need("iperf3");
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let mut peer = Peer::new();
+    wg_setup(&mut peer, d, "");
+    // iperf3 keeps its buffer in a temporary file (mkstemp in $TMPDIR, then
+    // MAP_SHARED): on the sealed mount.
+    let srv = start(
+        &mut peer,
+        d,
+        &["--stats", "run", "-c", "net.toml", "--", "iperf3", "-s"],
+        &[("TMPDIR", "/data")],
+    );
+    wait_tcp(&peer, &srv, "10.202.0.2", 5201);
+    for dir_flag in ["", "-R"] {
+        let o = peer.sh(&format!("iperf3 -c 10.202.0.2 -t 2 {dir_flag} 2>&1"));
+        let line = o
+            .lines()
+            .find(|l| l.contains("receiver"))
+            .unwrap_or_else(|| panic!("no result: {o}"));
+        let rate: f64 = line
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .find(|w| w[1].ends_with("bits/sec"))
+            .map(|w| {
+                let v: f64 = w[0].parse().unwrap();
+                match &w[1][..1] {
+                    "G" => v * 1000.0,
+                    "M" => v,
+                    "K" => v / 1000.0,
+                    _ => v / 1e6,
+                }
+            })
+            .unwrap();
+        assert!(rate > 1.0, "{dir_flag}: {o}");
+        assert!(o.contains("iperf Done."), "{o}");
+    }
+    let _ = peer;
+}
