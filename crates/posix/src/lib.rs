@@ -166,6 +166,9 @@ impl Drop for FileDesc {
     }
 }
 
+/// A listener and the family of the socket that opened it (see `listen`).
+type SharedListener = (i32, std::sync::Weak<Mutex<rktio_net::TcpListener>>);
+
 /// A writable shared mapping of one of our files (see `Runtime::map_shared`).
 struct SharedMap {
     addr: usize,
@@ -237,7 +240,7 @@ pub struct Runtime {
     cwd: Mutex<Option<Vec<u8>>>,
     maps: Mutex<Vec<SharedMap>>,
     /// Listeners by port, with the family that opened them (see `listen`).
-    listeners: Mutex<HashMap<u16, (i32, std::sync::Weak<Mutex<rktio_net::TcpListener>>)>>,
+    listeners: Mutex<HashMap<u16, SharedListener>>,
     spin_us: u64,
     /// What the program did.
     pub stats: Stats,

@@ -389,7 +389,7 @@ impl Runtime {
                 Some(l) => l,
                 None => {
                     let mut l = net
-                        .tcp_listen(port, backlog, st.opts.clone())
+                        .tcp_listen(port, backlog, st.opts)
                         .map_err(|e| io_errno(&e))?;
                     l.set_nonblocking(true);
                     let l = Arc::new(Mutex::new(l));
@@ -432,7 +432,7 @@ impl Runtime {
                     stream.set_nonblocking(true);
                     let slot = rktio_sys::reserve_slot(flags & libc::SOCK_CLOEXEC != 0)
                         .map_err(|e| rktio_sys::errno_of(&e.source))?;
-                    let opts = lock(s).opts.clone();
+                    let opts = lock(s).opts;
                     let nd = self.new_desc(
                         Kind::Sock(SockDesc {
                             family: s.family,
@@ -505,7 +505,7 @@ impl Runtime {
                     _ => return Err(EINVAL),
                 }
                 let mut t = net
-                    .tcp_connect_start(to, st.opts.clone())
+                    .tcp_connect_start(to, st.opts)
                     .map_err(|e| io_errno(&e))?;
                 t.set_nonblocking(true);
                 st.kind = SockKind::Stream(t);
@@ -781,13 +781,12 @@ impl Runtime {
                 };
                 match r {
                     Ok(eof) => {
-                        if eof || got >= want || !waitall || got == 0 && want == 0 {
-                            if got > 0 || eof || want == 0 {
-                                if !peek {
-                                    self.count_received(got);
-                                }
-                                return Ok((got, None));
+                        let done = eof || got >= want || !waitall;
+                        if done && (got > 0 || eof || want == 0) {
+                            if !peek {
+                                self.count_received(got);
                             }
+                            return Ok((got, None));
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -1205,19 +1204,17 @@ impl Runtime {
                 let Some(ev) = ev else {
                     return Some(Err(libc::EFAULT));
                 };
-                if g.contains_key(&fd) {
-                    Err(libc::EEXIST)
-                } else {
-                    g.insert(
-                        fd,
-                        Interest {
+                match g.entry(fd) {
+                    std::collections::hash_map::Entry::Occupied(_) => Err(libc::EEXIST),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(Interest {
                             events: ev.events,
                             data: ev.data,
                             spent: false,
                             last: 0,
-                        },
-                    );
-                    Ok(())
+                        });
+                        Ok(())
+                    }
                 }
             }
             libc::EPOLL_CTL_MOD => {
