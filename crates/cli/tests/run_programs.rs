@@ -264,3 +264,78 @@ fn a_child_that_uses_the_mount_after_its_parent_did_is_refused_clearly() {
     );
     assert!(o.status.success() && text(&o).contains('7'), "{}", text(&o));
 }
+
+#[test]
+fn directories_with_python3_and_coreutils() {
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let script = "import os\n\
+        os.makedirs('/data/dd/sub', exist_ok=True)\n\
+        for i in range(5): open(f'/data/dd/f{i}.txt', 'w').write(str(i))\n\
+        print(sorted(os.listdir('/data/dd')))\n\
+        print(sorted((e.name, e.is_dir()) for e in os.scandir('/data/dd')))\n\
+        print([(r, sorted(ds), sorted(fs)) for r, ds, fs in os.walk('/data/dd')])\n\
+        os.chdir('/data/dd/sub'); open('here.txt', 'w').write('x'); print(os.getcwd(), os.listdir('.'))\n";
+    let o = rktio(d, &["run", "--", "/usr/bin/python3", "-c", script], None);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let files = "'f0.txt', 'f1.txt', 'f2.txt', 'f3.txt', 'f4.txt'";
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("[{files}, 'sub']"),
+            "[('f0.txt', False), ('f1.txt', False), ('f2.txt', False), ('f3.txt', False), ('f4.txt', False), ('sub', True)]".to_string(),
+            format!("[('/data/dd', ['sub'], [{files}]), ('/data/dd/sub', [], [])]"),
+            "/data/dd/sub ['here.txt']".to_string(),
+        ],
+        "{}",
+        text(&o)
+    );
+    // Coreutils: opendir/readdir, statx, copy.
+    let o = rktio(
+        d,
+        &["run", "--", "ls", "-l", "--color=never", "/data/dd"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ls = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        ls.contains(" f4.txt")
+            && ls
+                .lines()
+                .any(|l| l.starts_with('d') && l.ends_with(" sub")),
+        "{ls}"
+    );
+    let o = rktio(
+        d,
+        &["run", "--", "cp", "/data/dd/f3.txt", "/data/dd/copy.txt"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = rktio(
+        d,
+        &["run", "--", "stat", "-c", "%n %s %F", "/data/dd/copy.txt"],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "/data/dd/copy.txt 1 regular file\n",
+        "{}",
+        text(&o)
+    );
+    let o = rktio(
+        d,
+        &["run", "--", "find", "/data/dd", "-name", "*.txt"],
+        None,
+    );
+    let mut found: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    found.sort();
+    assert_eq!(found.len(), 7, "{}", text(&o));
+    assert!(
+        found.contains(&"/data/dd/sub/here.txt".to_string()),
+        "{found:?}"
+    );
+}

@@ -393,6 +393,11 @@ impl Runtime {
             .clone()
     }
 
+    /// Is `path` on a sealed mount?
+    pub fn is_sealed_path(&self, path: &[u8]) -> bool {
+        matches!(self.route(path), Route::Mount(..))
+    }
+
     /// A host path (not on a mount) the policy lets the program write.
     pub fn is_host_writable(&self, path: &[u8]) -> bool {
         match self.route(path) {
@@ -545,8 +550,10 @@ impl Runtime {
         match self.route(path) {
             Route::Host(abs) => {
                 let acc = flags & libc::O_ACCMODE;
+                // O_TMPFILE contains O_DIRECTORY's bit: test it whole.
                 let writes = acc != libc::O_RDONLY
-                    || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) != 0;
+                    || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+                    || flags & libc::O_TMPFILE == libc::O_TMPFILE;
                 self.host_check(&abs, writes, "open of").map(Err)
             }
             Route::Mount(m, rel) => Some(self.open_on(m, &rel, flags, mode)),
@@ -812,6 +819,13 @@ impl Runtime {
                 _ => return Err(EINVAL),
             };
             let p = f.fs().seek(f.open(), off, w).map_err(errno)?;
+            if p == 0 && f.open().is_dir() {
+                // A directory read from the start again.
+                *f.inner()
+                    .dir
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            }
             i64::try_from(p).map_err(|_| libc::EOVERFLOW)
         }))
     }
@@ -1290,6 +1304,21 @@ impl Runtime {
             *next = end;
             Ok(out)
         }))
+    }
+
+    /// Steps a directory descriptor back by one entry (getdents64 had no room).
+    pub fn unread_dirent(&self, fd: RawFd) -> Option<SysResult<()>> {
+        let d = self.desc(fd)?;
+        if let Kind::File(f) = &d.kind
+            && let Some((_, next)) = f
+                .dir
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+        {
+            *next = next.saturating_sub(1);
+        }
+        Some(Ok(()))
     }
 
     /// Rewinds a directory descriptor (lseek 0 on it, rewinddir).
