@@ -42,6 +42,10 @@ pub struct SockDesc {
     family: i32,
     dgram: bool,
     st: Mutex<SockState>,
+    /// Bumped each time a send finds no room (EAGAIN or a short write): an
+    /// edge-triggered EPOLLOUT is due when room comes back, even if no epoll_wait
+    /// saw the socket unwritable in between.
+    send_blocked: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -90,6 +94,8 @@ struct Interest {
     /// EPOLLET: last readiness reported (EPOLLOUT is edge-triggered from it;
     /// EPOLLIN stays level-triggered, which an edge-triggered program copes with).
     last: u32,
+    /// The socket's `send_blocked` count when `last` was taken.
+    blocked_seen: u64,
 }
 
 /// epoll data of the waker inside the host epoll.
@@ -307,6 +313,7 @@ impl Runtime {
             let status = libc::O_RDWR | (ty & libc::SOCK_NONBLOCK);
             let d = self.new_desc(
                 Kind::Sock(SockDesc {
+                    send_blocked: std::sync::atomic::AtomicU64::new(0),
                     family: domain,
                     dgram,
                     st: Mutex::new(SockState {
@@ -435,6 +442,7 @@ impl Runtime {
                     let opts = lock(s).opts;
                     let nd = self.new_desc(
                         Kind::Sock(SockDesc {
+                            send_blocked: std::sync::atomic::AtomicU64::new(0),
                             family: s.family,
                             dgram: false,
                             st: Mutex::new(SockState {
@@ -622,6 +630,7 @@ impl Runtime {
                         return Ok(sent);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        s.send_blocked.fetch_add(1, Ordering::SeqCst);
                         if nb {
                             if sent > 0 {
                                 self.count_sent(sent);
@@ -657,6 +666,13 @@ impl Runtime {
                 }
             }
         }))
+    }
+
+    fn send_blocked(&self, fd: RawFd) -> u64 {
+        match self.desc(fd).as_deref().map(|d| &d.kind) {
+            Some(Kind::Sock(s)) => s.send_blocked.load(Ordering::SeqCst),
+            _ => 0,
+        }
     }
 
     fn count_sent(&self, n: usize) {
@@ -1212,6 +1228,7 @@ impl Runtime {
                             data: ev.data,
                             spent: false,
                             last: 0,
+                            blocked_seen: 0,
                         });
                         Ok(())
                     }
@@ -1228,6 +1245,7 @@ impl Runtime {
                             data: ev.data,
                             spent: false,
                             last: 0,
+                            blocked_seen: 0,
                         };
                         Ok(())
                     }
@@ -1266,9 +1284,11 @@ impl Runtime {
             };
             let wanted = i.events & (IN | OUT | RDHUP | libc::EPOLLPRI as u32);
             let mut ev = now & (wanted | ERR | HUP);
+            let blocked = self.send_blocked(fd);
             if i.events & ET != 0 {
-                // EPOLLOUT only when it comes back.
-                if i.last & OUT != 0 {
+                // EPOLLOUT only when it comes back: after it was last reported
+                // and a send found no room since, it has.
+                if i.last & OUT != 0 && blocked == i.blocked_seen {
                     ev &= !OUT;
                 }
             }
@@ -1279,6 +1299,7 @@ impl Runtime {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Some(x) = g.get_mut(&fd) {
                     x.last = now;
+                    x.blocked_seen = blocked;
                     if ev != 0 && i.events & ONESHOT != 0 {
                         x.spent = true;
                     }

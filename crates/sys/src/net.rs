@@ -117,9 +117,15 @@ impl AsFd for TapDevice {
 }
 
 /// An eventfd: one thread notifies, another waits for it among other descriptors.
+///
+/// Notifications coalesce: while one is pending (written, not yet drained) more
+/// notifies make no host call. Users drain, then check their condition, then wait:
+/// a notify after the drain always writes, so nothing that happens after the check
+/// is missed.
 #[derive(Debug)]
 pub struct Notifier {
     fd: OwnedFd,
+    pending: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -128,21 +134,34 @@ impl Notifier {
         count(HostCall::NetSetup);
         let fd = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
             .map_err(|e| HostError::new("eventfd", e.into()))?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            pending: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
-    /// Wakes whoever waits on this notifier (one host call).
+    /// Wakes whoever waits on this notifier (one host call, none if a wake-up is
+    /// already pending).
     pub fn notify(&self) {
+        if self.pending.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         count(HostCall::Wake);
         // A full counter (EAGAIN) means a wake-up is already pending: fine.
         let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
     }
 
-    /// Clears pending notifications.
+    /// Clears pending notifications (no host call if none is pending).
     pub fn drain(&self) {
+        if !self.pending.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let mut b = [0u8; 8];
         count(HostCall::Wake);
         let _ = rustix::io::read(&self.fd, &mut b);
+        // After the read: a notify from now on writes again.
+        self.pending
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
