@@ -339,3 +339,33 @@ fn directories_with_python3_and_coreutils() {
         "{found:?}"
     );
 }
+
+#[test]
+fn poll_family_on_stack_and_host_descriptors() {
+    // python3's poll/select on a sealed file (always ready, as a regular file is)
+    // next to a host pipe, and libc's ppoll/pselect through ctypes.
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let script = "import os, select, ctypes\n\
+        f = os.open('/data/p.txt', os.O_RDWR | os.O_CREAT)\n\
+        r, w = os.pipe()\n\
+        p = select.poll(); p.register(f, select.POLLIN | select.POLLOUT); p.register(r, select.POLLIN)\n\
+        print(sorted(p.poll(1000)) == sorted([(f, select.POLLIN | select.POLLOUT)]))\n\
+        os.write(w, b'x')\n\
+        print(sorted(fd for fd, ev in p.poll(1000)) == sorted([f, r]))\n\
+        print(select.select([f, r], [f], [], 1) == ([f, r], [f], []))\n\
+        class PFD(ctypes.Structure): _fields_ = [('fd', ctypes.c_int), ('events', ctypes.c_short), ('revents', ctypes.c_short)]\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        a = (PFD * 1)(PFD(f, 1, 0))\n\
+        print(libc.ppoll(a, 1, None, None) == 1 and a[0].revents == 1)\n";
+    let o = rktio(d, &["run", "--", "/usr/bin/python3", "-c", script], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["True", "True", "True", "True"],
+        "{}",
+        text(&o)
+    );
+}

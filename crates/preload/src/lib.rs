@@ -3722,3 +3722,113 @@ pub unsafe extern "C" fn fsetxattr(
         f
     )
 }
+
+// ---------------------------------------------------------------- ppoll, pselect
+
+/// Runs `f` with the signal mask `mask` (if any) in place, as ppoll/pselect do.
+/// Not atomic like the kernel's: a signal that arrives between the mask change
+/// and the wait is handled at once instead of interrupting the wait.
+fn with_mask<R>(mask: *const libc::sigset_t, f: impl FnOnce() -> R) -> R {
+    if mask.is_null() {
+        return f();
+    }
+    // SAFETY: all-zero is a valid sigset_t to receive the old mask.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `mask` is the caller's valid sigset_t (ppoll's contract); `old` is ours.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, &mut old) };
+    let r = f();
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
+}
+
+unsafe fn ts_duration(t: *const libc::timespec) -> Option<std::time::Duration> {
+    if t.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's valid timespec.
+    let t = unsafe { t.read() };
+    Some(
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_nanos(t.tv_nsec.clamp(0, 999_999_999) as u64),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    tmo: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && !fds.is_null()
+    {
+        // SAFETY: ppoll(2)'s contract: `n` pollfds at `fds`.
+        let v = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
+        if v.iter().any(|p| rt.is_ours(p.fd)) {
+            // SAFETY: the caller's timeout pointer (may be NULL).
+            let t = unsafe { ts_duration(tmo) };
+            return with_mask(mask, || mixed_poll(rt, v, t));
+        }
+    }
+    real!(
+        c"ppoll",
+        fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int,
+        fds,
+        n,
+        tmo,
+        mask
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tmo: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    let ours = enter().is_some_and(|(rt, _g)| {
+        (0..nfds.clamp(0, libc::FD_SETSIZE as c_int)).any(|fd| {
+            // SAFETY: select(2)'s contract for the sets.
+            (unsafe { fd_isset(fd, r) || fd_isset(fd, w) || fd_isset(fd, e) }) && rt.is_ours(fd)
+        })
+    });
+    if ours {
+        let mut tv = if tmo.is_null() {
+            None
+        } else {
+            // SAFETY: the caller's valid timespec.
+            let t = unsafe { tmo.read() };
+            Some(libc::timeval {
+                tv_sec: t.tv_sec,
+                tv_usec: t.tv_nsec / 1000,
+            })
+        };
+        let tvp = tv
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
+        // SAFETY: select with the caller's sets and our copy of the timeout.
+        return with_mask(mask, || unsafe { select(nfds, r, w, e, tvp) });
+    }
+    real!(
+        c"pselect",
+        fn(
+            c_int,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *const libc::timespec,
+            *const libc::sigset_t,
+        ) -> c_int,
+        nfds,
+        r,
+        w,
+        e,
+        tmo,
+        mask
+    )
+}
