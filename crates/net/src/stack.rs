@@ -84,6 +84,9 @@ struct Tunnel {
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     out_dropped: u64,
     next_tick: std::time::Instant,
+    /// Our own tunnel addresses: packets to them come back in (loopback inside
+    /// the stack) instead of going to WireGuard.
+    own: Vec<IpAddr>,
 }
 
 /// The whole stack over one NIC.
@@ -105,6 +108,21 @@ impl<N: Nic> std::fmt::Debug for Stack<N> {
     }
 }
 
+/// The destination address of an IP packet, if it parses.
+fn ip_dst(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = p.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = p.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
 fn smol_cidr(c: &Cidr) -> IpCidr {
     IpCidr::new(IpAddress::from(c.addr), c.prefix)
 }
@@ -120,7 +138,7 @@ fn add_addresses(iface: &mut Interface, addrs: &[Cidr]) -> Result<(), StackError
     });
     if full {
         return Err(StackError::Config(
-            "too many addresses on one interface (at most 5)".into(),
+            "too many addresses on one interface (at most 8, localhost included)".into(),
         ));
     }
     Ok(())
@@ -206,6 +224,21 @@ impl<N: Nic> Stack<N> {
                 tc.random_seed = random_u64();
                 let mut iface = Interface::new(tc, &mut tdev, now);
                 add_addresses(&mut iface, &wgc.interface.addresses)?;
+                // Loopback inside the stack: localhost is ours too.
+                // (smoltcp holds 8 addresses here: localhost only where there is room.)
+                let mut lo = vec![Cidr::parse("127.0.0.1/8").map_err(StackError::Config)?];
+                if wgc.interface.addresses.iter().any(|c| c.addr.is_ipv6()) {
+                    lo.push(Cidr::parse("::1/128").map_err(StackError::Config)?);
+                }
+                lo.truncate(8usize.saturating_sub(wgc.interface.addresses.len()));
+                add_addresses(&mut iface, &lo)?;
+                let own: Vec<IpAddr> = wgc
+                    .interface
+                    .addresses
+                    .iter()
+                    .chain(&lo)
+                    .map(|c| c.addr)
+                    .collect();
                 // Destinations beyond the interface's own prefixes (AllowedIPs such
                 // as 0.0.0.0/0) go out of the tunnel too: route them to ourselves;
                 // on an IP-medium interface the next hop only picks the interface.
@@ -223,6 +256,7 @@ impl<N: Nic> Stack<N> {
                     out: VecDeque::new(),
                     out_dropped: 0,
                     next_tick: std::time::Instant::now(),
+                    own,
                 })
             }
         };
@@ -294,6 +328,7 @@ impl<N: Nic> Stack<N> {
                 out,
                 out_dropped,
                 next_tick,
+                own,
             } = t;
             let sock = self.wire_sockets.get_mut::<udp::Socket>(*udp);
             let mut net = |to: SocketAddr, d: &[u8]| {
@@ -318,7 +353,12 @@ impl<N: Nic> Stack<N> {
             changed |= inbound > 0;
             changed |= iface.poll(now, dev, sockets) == PollResult::SocketStateChanged;
             while let Some(p) = dev.tx.pop_front() {
-                wg.send(&p, &mut net);
+                if ip_dst(&p).is_some_and(|d| own.contains(&d) || d.is_loopback()) {
+                    // To ourselves: straight back in, never on the wire.
+                    dev.rx.push_back(p);
+                } else {
+                    wg.send(&p, &mut net);
+                }
                 changed = true;
             }
             let wall = std::time::Instant::now();

@@ -273,3 +273,20 @@ fn echo_with_both_buffers_full() {
         echo(&a, &b, "10.9.0.2:7".parse().unwrap(), &data);
     }
 }
+
+/// Loopback inside the stack: a program connecting to its own tunnel address or
+/// to localhost reaches its own listener, and nothing goes on the wire for it.
+#[test]
+fn loopback_to_our_own_addresses() {
+    let (a, _b, seen) = pair(true);
+    let data = pattern(300 << 10);
+    for to in ["10.9.0.1:7", "127.0.0.1:7", "[::1]:7", "[fd09::1]:7"] {
+        let before = seen.lock().unwrap().len();
+        echo(&a, &a, to.parse().unwrap(), &data);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            before,
+            "{to}: loopback went on the wire"
+        );
+    }
+}
