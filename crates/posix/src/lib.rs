@@ -531,7 +531,11 @@ impl Runtime {
     }
 
     fn file(&self, fd: RawFd) -> Option<SysResult<(Arc<Desc>, FileRef)>> {
-        let d = self.desc(fd)?;
+        self.file_of(self.desc(fd)?)
+    }
+
+    /// `file` for a description already looked up (one table lookup per call).
+    fn file_of(&self, d: Arc<Desc>) -> Option<SysResult<(Arc<Desc>, FileRef)>> {
         if let Err(e) = self.alive() {
             return Some(Err(e));
         }
@@ -683,10 +687,11 @@ impl Runtime {
 
     /// read(2).
     pub fn read(&self, fd: RawFd, buf: &mut [u8]) -> Option<SysResult<usize>> {
-        if self.is_socket(fd) {
+        let d = self.desc(fd)?;
+        if matches!(d.kind, Kind::Sock(_)) {
             return self.recv(fd, &mut [buf], 0).map(|r| r.map(|(n, _)| n));
         }
-        let r = self.file(fd)?;
+        let r = self.file_of(d)?;
         Some(r.and_then(|(_, f)| {
             let n = f.fs().read(f.open(), buf).map_err(errno)?;
             self.count_read(n);
@@ -708,10 +713,11 @@ impl Runtime {
 
     /// write(2).
     pub fn write(&self, fd: RawFd, buf: &[u8]) -> Option<SysResult<usize>> {
-        if self.is_socket(fd) {
+        let d = self.desc(fd)?;
+        if matches!(d.kind, Kind::Sock(_)) {
             return self.send(fd, &[buf], 0, None);
         }
-        let r = self.file(fd)?;
+        let r = self.file_of(d)?;
         Some(r.and_then(|(_, f)| {
             let n = f.fs().write(f.open(), buf).map_err(errno)?;
             self.count_write(n);
@@ -739,10 +745,11 @@ impl Runtime {
         bufs: &mut [&mut [u8]],
         off: Option<i64>,
     ) -> Option<SysResult<usize>> {
-        if off.is_none() && self.is_socket(fd) {
+        let d = self.desc(fd)?;
+        if off.is_none() && matches!(d.kind, Kind::Sock(_)) {
             return self.recv(fd, bufs, 0).map(|r| r.map(|(n, _)| n));
         }
-        let r = self.file(fd)?;
+        let r = self.file_of(d)?;
         Some(r.and_then(|(_, f)| {
             let mut pos = match off {
                 Some(o) => Some(u64::try_from(o).map_err(|_| EINVAL)?),
@@ -778,10 +785,11 @@ impl Runtime {
     /// writev(2) / pwritev(2): gathered into one write, so it is atomic with
     /// respect to other writers as on Linux.
     pub fn writev(&self, fd: RawFd, bufs: &[&[u8]], off: Option<i64>) -> Option<SysResult<usize>> {
-        if off.is_none() && self.is_socket(fd) {
+        let d = self.desc(fd)?;
+        if off.is_none() && matches!(d.kind, Kind::Sock(_)) {
             return self.send(fd, bufs, 0, None);
         }
-        let r = self.file(fd)?;
+        let r = self.file_of(d)?;
         Some(r.and_then(|(_, f)| {
             let all: Vec<u8> = bufs.concat();
             let n = match off {
@@ -1337,9 +1345,8 @@ impl Runtime {
     /// registered here and written back to the file on msync, munmap and exit;
     /// in between, read(2) of the file does not see stores to the mapping (one
     /// process, one copy: enough for a buffer file or SQLite's -shm).
-    pub fn mmap_check(&self, fd: RawFd, shared: bool) -> Option<SysResult<()>> {
+    pub fn mmap_check(&self, fd: RawFd) -> Option<SysResult<()>> {
         let r = self.file(fd)?;
-        let _ = shared;
         Some(r.map(|_| ()))
     }
 

@@ -204,6 +204,13 @@ fn lock(s: &SockDesc) -> MutexGuard<'_, SockState> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A UDP socket of the stack on `port` (0: ephemeral), non-blocking underneath.
+fn udp_bind(net: &Net, port: u16) -> SysResult<UdpSocket> {
+    let mut u = net.udp_bind(port).map_err(|e| io_errno(&e))?;
+    u.set_nonblocking(true);
+    Ok(u)
+}
+
 fn lock_l(l: &Mutex<TcpListener>) -> MutexGuard<'_, TcpListener> {
     l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -350,8 +357,7 @@ impl Runtime {
                 return Err(EINVAL);
             }
             if s.dgram {
-                let mut u = net.udp_bind(addr.port()).map_err(|e| io_errno(&e))?;
-                u.set_nonblocking(true);
+                let u = udp_bind(net, addr.port())?;
                 st.bound = Some(SocketAddr::new(addr.ip(), u.port()));
                 st.kind = SockKind::Udp(u);
             } else {
@@ -488,9 +494,7 @@ impl Runtime {
             if s.dgram {
                 let mut st = lock(s);
                 if matches!(st.kind, SockKind::Fresh) {
-                    let mut u = net.udp_bind(0).map_err(|e| io_errno(&e))?;
-                    u.set_nonblocking(true);
-                    st.kind = SockKind::Udp(u);
+                    st.kind = SockKind::Udp(udp_bind(net, 0)?);
                 }
                 st.peer = Some(to);
                 return Ok(());
@@ -565,9 +569,8 @@ impl Runtime {
                     let r = {
                         let mut st = lock(s);
                         if matches!(st.kind, SockKind::Fresh) {
-                            let mut u = net.udp_bind(0).map_err(|e| io_errno(&e))?;
-                            u.set_nonblocking(true);
-                            st.kind = SockKind::Udp(u);
+                            // sendto on an unbound socket binds an ephemeral port.
+                            st.kind = SockKind::Udp(udp_bind(net, 0)?);
                         }
                         let dest = to.map(unmap).or(st.peer).ok_or(libc::EDESTADDRREQ)?;
                         let SockKind::Udp(u) = &mut st.kind else {

@@ -1584,7 +1584,7 @@ fn do_mmap(
         return None;
     }
     let shared = flags & (libc::MAP_SHARED | libc::MAP_SHARED_VALIDATE) != 0;
-    if let Some(Err(e)) = rt.mmap_check(fd, shared) {
+    if let Some(Err(e)) = rt.mmap_check(fd) {
         set_errno(e);
         return Some(libc::MAP_FAILED);
     }

@@ -35,7 +35,9 @@ pub fn need(tool: &str) {
     );
 }
 
-pub fn rktio(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+/// The rktio binary in `dir` with our librktio and none of the caller's rktio
+/// settings, its output piped.
+fn command(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rktio"));
     c.args(args)
         .current_dir(dir)
@@ -43,13 +45,18 @@ pub fn rktio(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .env_remove("RKTIO_KEY")
         .env_remove("RKTIO_CONFIG")
         .env_remove("RKTIO_STATS")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    c
+}
+
+pub fn rktio(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = command(dir, args);
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = c.spawn().unwrap();
     if let Some(input) = stdin {
         let mut si = child.stdin.take().unwrap();
@@ -87,16 +94,8 @@ pub fn setup(size: &str, extra: &str) -> tempfile::TempDir {
 
 /// `rktio run` as a child process (for servers), with its output piped.
 pub fn rktio_spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rktio"));
-    c.args(args)
-        .current_dir(dir)
-        .env("RKTIO_PRELOAD", preload())
-        .env_remove("RKTIO_KEY")
-        .env_remove("RKTIO_CONFIG")
-        .env_remove("RKTIO_STATS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = command(dir, args);
+    c.stdin(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
     }
