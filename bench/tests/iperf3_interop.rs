@@ -38,6 +38,7 @@ fn real_iperf3_client_against_our_stack() {
         addresses: vec![Cidr::parse("10.201.0.2/24").unwrap()],
         gateways: vec![],
         security: Security::WireGuard(wg),
+        tuning: Default::default(),
     };
     let net = Net::start(Box::new(nic), &cfg, PollConfig::default()).unwrap();
     peer.link("10.201.0.1/24");

@@ -4,7 +4,7 @@
 //! and the stack still has its state afterwards.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rktio_net::{Cidr, Key, Nic, PipeNic, Security, Stack, StackConfig, WgConfig};
+use rktio_net::{Cidr, Key, PipeNic, Security, Stack, StackConfig, WgConfig};
 
 fn config(wireguard: bool) -> StackConfig {
     let ours = Key([7u8; 32]);
@@ -25,6 +25,7 @@ fn config(wireguard: bool) -> StackConfig {
         addresses: vec![Cidr::parse("10.1.0.1/24").expect("cidr"), Cidr::parse("fd01::1/64").expect("cidr")],
         gateways: vec![],
         security,
+        tuning: Default::default(),
     }
 }
 

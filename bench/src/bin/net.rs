@@ -156,6 +156,7 @@ fn stack(security: Security) -> StackConfig {
         addresses: vec![Cidr::parse("10.201.0.2/24").expect("cidr")],
         gateways: vec![],
         security,
+        tuning: Default::default(),
     }
 }
 

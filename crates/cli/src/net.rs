@@ -90,6 +90,7 @@ fn serve(a: ServeArgs) -> Result<(), Error> {
         addresses: vec![Cidr::parse(&a.address).map_err(|e| format!("--address: {e}"))?],
         gateways: a.gateway.into_iter().collect(),
         security,
+        tuning: Default::default(),
     };
     let disk = a.image.open_read_only()?;
     let fs = crate::fs::mount_ro(disk)?;

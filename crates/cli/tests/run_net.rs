@@ -466,3 +466,111 @@ fn iperf3_server_on_the_stack_with_the_client_behind_wireguard_go() {
     }
     let _ = peer;
 }
+
+#[test]
+fn mariadb_on_the_stack_with_sysbench_behind_wireguard_go() {
+    for t in ["mariadbd", "mariadb-install-db", "mariadb", "sysbench"] {
+        need(t);
+    }
+    // The system tables are made natively, then sealed into the image with
+    // `disk create --from`; everything mariadbd writes afterwards is ours.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("site/tmp")).unwrap();
+    run(Command::new("mariadb-install-db")
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=normal",
+        ])
+        .arg(format!("--datadir={}", d.join("site/mysql").display())));
+    assert!(rktio(d, &["disk", "keygen", "k"], None).status.success());
+    let o = rktio(
+        d,
+        &[
+            "disk",
+            "create",
+            "d.img",
+            "--size",
+            "512M",
+            "--preallocate",
+            "--key-file",
+            "k",
+            "--from",
+            "site",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_dir_all(d.join("site")).unwrap();
+    let mut peer = Peer::new();
+    wg_setup(&mut peer, d, "");
+    // A bigger page cache for the mount than the default 64 MiB.
+    let toml = std::fs::read_to_string(d.join("net.toml"))
+        .unwrap()
+        .replace("key_file = \"k\"\n", "key_file = \"k\"\ncache_mib = 256\n");
+    std::fs::write(d.join("net.toml"), toml).unwrap();
+    // A UNIX socket is a host object: it goes in the host's scratch directory.
+    let sock = format!("--socket={}", d.join("mysqld.sock").display());
+    let args = [
+        "--stats",
+        "run",
+        "-c",
+        "net.toml",
+        "--",
+        "mariadbd",
+        "--no-defaults",
+        "--user=root",
+        "--skip-grant-tables",
+        "--skip-name-resolve",
+        "--bind-address=0.0.0.0",
+        "--port=3306",
+        "--skip-log-bin",
+        "--innodb-use-native-aio=0",
+        "--innodb-buffer-pool-size=64M",
+        "--datadir=/data/mysql",
+        "--tmpdir=/data/tmp",
+        "--pid-file=/data/mysqld.pid",
+        &sock,
+    ];
+    let srv = start(&mut peer, d, &args, &[]);
+    wait_tcp(&peer, &srv, "10.202.0.2", 3306);
+    let pcap = peer.capture();
+    let sql =
+        |peer: &Peer, q: &str| peer.sh(&format!("mariadb -h 10.202.0.2 -u root -N -B -e \"{q}\""));
+    sql(
+        &peer,
+        &format!(
+            "CREATE DATABASE t; CREATE TABLE t.c (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB; \
+         INSERT INTO t.c VALUES (1, '{CANARY}'); CREATE DATABASE sbtest"
+        ),
+    );
+    let sb = |peer: &Peer, what: &str| {
+        peer.sh(&format!(
+            "sysbench oltp_read_write --db-driver=mysql --mysql-host=10.202.0.2 --mysql-user=root \
+             --mysql-db=sbtest --tables=2 --table-size=2000 --threads=2 --time=3 {what} 2>&1"
+        ))
+    };
+    sb(&peer, "prepare");
+    let out = sb(&peer, "run");
+    let tx: u64 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no transactions line: {out}"));
+    assert!(tx > 0, "{out}");
+    assert!(!out.contains("FATAL"), "{out}");
+    // A clean shutdown (SIGTERM), then a second server on the same image finds
+    // the row: InnoDB's files on the sealed mount survived.
+    run(Command::new("kill").args(["-TERM", &srv.pid.to_string()]));
+    let out = srv.finish(&mut peer);
+    assert!(out.contains("rktio stats: sockets:"), "{out}");
+    let srv = start(&mut peer, d, &args, &[]);
+    wait_tcp(&peer, &srv, "10.202.0.2", 3306);
+    assert_eq!(sql(&peer, "SELECT v FROM t.c WHERE id = 1").trim(), CANARY);
+    run(Command::new("kill").args(["-TERM", &srv.pid.to_string()]));
+    srv.finish(&mut peer);
+    peer.stop_capture();
+    no_canary(&pcap, d);
+}

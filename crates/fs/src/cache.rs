@@ -59,6 +59,10 @@ pub struct PageCache<Q: BlockQueue> {
     next_seq: u64,
     window: u64,
     spare: Vec<Box<Block>>,
+    /// The sealed disk's write budget right after the last commit (or the open):
+    /// what it has used since counts the blocks already written back (O_DIRECT
+    /// writes, evictions), which dirty pages alone do not show.
+    room: u64,
 }
 
 impl<Q: BlockQueue> std::fmt::Debug for PageCache<Q> {
@@ -76,7 +80,9 @@ impl<Q: BlockQueue> PageCache<Q> {
     /// A cache of at most `capacity` pages (at least 64) over `disk`.
     pub fn new(disk: SealedDisk<Q>, capacity: usize) -> Self {
         let capacity = capacity.max(64);
+        let room = disk.write_budget();
         Self {
+            room,
             disk,
             pages: LruCache::unbounded(),
             capacity,
@@ -144,11 +150,14 @@ impl<Q: BlockQueue> PageCache<Q> {
 
     /// True when the dirty pages should be made durable before more work: they
     /// use up half of what the sealed disk can still take before a commit, or
-    /// half of the cache.
+    /// half of the cache; or blocks written back since the last commit (O_DIRECT
+    /// writes, evictions) have used half of the copy-on-write room it had then.
     pub fn wants_checkpoint(&self) -> bool {
         let dirty = self.dirty.len() as u64;
-        dirty > 0
-            && (2 * dirty >= self.disk.write_budget() || 2 * self.dirty.len() >= self.capacity)
+        let budget = self.disk.write_budget();
+        let written = self.room.saturating_sub(budget);
+        (dirty > 0 && (2 * dirty >= budget || 2 * self.dirty.len() >= self.capacity))
+            || (written > 0 && 2 * written >= self.room)
     }
 
     /// How many blocks a single step of a large write may dirty before the file
@@ -416,6 +425,7 @@ impl<Q: BlockQueue> PageCache<Q> {
         if self.disk.stats().commits > before {
             self.stats.commits += 1;
         }
+        self.room = self.disk.write_budget();
         self.error = None;
         Ok(epoch)
     }

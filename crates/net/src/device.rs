@@ -7,8 +7,8 @@ use smoltcp::time::Instant;
 
 use crate::{ETH_HEADER, Nic};
 
-/// Frames pulled from the NIC per batch.
-const RX_BATCH: usize = 64;
+/// Frames pulled from the NIC per batch (the default of `Tuning::batch`).
+pub const RX_BATCH: usize = 64;
 
 /// A smoltcp device over a NIC, with a small receive batch buffer.
 #[derive(Debug)]
@@ -16,15 +16,19 @@ pub struct SmolDevice<N: Nic> {
     nic: N,
     rx: VecDeque<Vec<u8>>,
     batch: Vec<Vec<u8>>,
+    max: usize,
 }
 
 impl<N: Nic> SmolDevice<N> {
-    /// Wraps a NIC.
-    pub fn new(nic: N) -> Self {
+    /// Wraps a NIC; `batch` frames at most per receive, and with `batch` 1 every
+    /// sent frame is also published to the NIC at once (no batching at all).
+    pub fn new(nic: N, batch: usize) -> Self {
+        let max = batch.max(1);
         Self {
             nic,
             rx: VecDeque::new(),
-            batch: Vec::with_capacity(RX_BATCH),
+            batch: Vec::with_capacity(max),
+            max,
         }
     }
 
@@ -41,7 +45,7 @@ impl<N: Nic> SmolDevice<N> {
     fn refill(&mut self) {
         if self.rx.is_empty() {
             self.batch.clear();
-            match self.nic.recv(&mut self.batch, RX_BATCH) {
+            match self.nic.recv(&mut self.batch, self.max) {
                 Ok(_) => self.rx.extend(self.batch.drain(..)),
                 Err(e) => tracing::warn!("nic receive: {e}"),
             }
@@ -53,9 +57,9 @@ impl<N: Nic> SmolDevice<N> {
 #[derive(Debug)]
 pub struct Rx(Vec<u8>);
 
-/// Room to send one frame.
+/// Room to send one frame (and whether to publish it at once).
 #[derive(Debug)]
-pub struct Tx<'a, N: Nic>(&'a mut N);
+pub struct Tx<'a, N: Nic>(&'a mut N, bool);
 
 impl phy::RxToken for Rx {
     fn consume<R, F>(self, f: F) -> R
@@ -78,6 +82,9 @@ impl<N: Nic> phy::TxToken for Tx<'_, N> {
             Ok(false) => tracing::debug!("nic queue full: frame dropped"),
             Err(e) => tracing::warn!("nic send: {e}"),
         }
+        if self.1 {
+            self.0.flush();
+        }
         r
     }
 }
@@ -95,11 +102,11 @@ impl<N: Nic> Device for SmolDevice<N> {
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         self.refill();
         let f = self.rx.pop_front()?;
-        Some((Rx(f), Tx(&mut self.nic)))
+        Some((Rx(f), Tx(&mut self.nic, self.max == 1)))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(&mut self.nic))
+        Some(Tx(&mut self.nic, self.max == 1))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -121,6 +128,8 @@ pub struct TunDevice {
     pub tx: VecDeque<Vec<u8>>,
     /// IP MTU of the tunnel.
     pub mtu: usize,
+    /// Check the checksums of decrypted packets too (`Tuning`).
+    pub verify_checksums: bool,
 }
 
 /// A decrypted packet.
@@ -176,6 +185,10 @@ impl Device for TunDevice {
         c.medium = Medium::Ip;
         c.max_transmission_unit = self.mtu;
         c.max_burst_size = Some(RX_BATCH);
+        if self.verify_checksums {
+            // Checked both ways, like a NIC without offload.
+            return c;
+        }
         // Packets out of the tunnel were authenticated by WireGuard (AEAD over the
         // whole packet), so their checksums are not checked again; outgoing ones
         // still get checksums, which standard peers verify.

@@ -30,7 +30,7 @@ pub use socket::{
     CONNECT_TIMEOUT, MAX_BACKLOG, Net, NetError, PollConfig, TcpListener, TcpOptions, TcpStream,
     UdpSocket, Watch,
 };
-pub use stack::{Security, Stack, StackConfig, StackError, StackStats, WG_DEFAULT_MTU};
+pub use stack::{Security, Stack, StackConfig, StackError, StackStats, Tuning, WG_DEFAULT_MTU};
 pub use tap::TapNic;
 pub use wg::{WgStats, WgTunnel};
 pub use wgconf::{Cidr, Key, WgConfig};

@@ -14,7 +14,7 @@ struct Host {
 }
 
 fn host(nic: PipeNic, mac: u8, v4: [u8; 4], v6: u16) -> Host {
-    let mut dev = SmolDevice::new(nic);
+    let mut dev = SmolDevice::new(nic, rktio_net::Tuning::default().batch);
     let cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress([
         2, 0, 0, 0, 0, mac,
     ])));

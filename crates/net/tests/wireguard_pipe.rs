@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rktio_net::{
     Cidr, Key, Net, Nic, NicError, NicStats, PipeNic, PollConfig, Security, StackConfig,
-    TcpOptions, WgConfig,
+    TcpOptions, Tuning, WgConfig,
 };
 
 /// A NIC that keeps a copy of every frame it sends.
@@ -68,12 +68,17 @@ fn config(last: u8, security: Security) -> StackConfig {
         addresses: vec![Cidr::parse(&format!("10.1.0.{last}/24")).unwrap()],
         gateways: vec![],
         security,
+        tuning: Default::default(),
     }
 }
 
 type Wires = (Net, Net, Arc<Mutex<Vec<u8>>>);
 
 fn pair(wireguard: bool) -> Wires {
+    pair_tuned(wireguard, Tuning::default())
+}
+
+fn pair_tuned(wireguard: bool, tuning: Tuning) -> Wires {
     let (na, nb) = PipeNic::pair(1500, 8192).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let rec = Recorder {
@@ -86,8 +91,18 @@ fn pair(wireguard: bool) -> Wires {
     } else {
         (Security::Plaintext, Security::Plaintext)
     };
-    let a = Net::start(Box::new(rec), &config(1, sa), PollConfig::default()).unwrap();
-    let b = Net::start(Box::new(nb), &config(2, sb), PollConfig::default()).unwrap();
+    let (ca, cb) = (
+        StackConfig {
+            tuning,
+            ..config(1, sa)
+        },
+        StackConfig {
+            tuning,
+            ..config(2, sb)
+        },
+    );
+    let a = Net::start(Box::new(rec), &ca, PollConfig::default()).unwrap();
+    let b = Net::start(Box::new(nb), &cb, PollConfig::default()).unwrap();
     (a, b, seen)
 }
 
@@ -265,6 +280,20 @@ fn non_blocking_connect() {
 /// dropped the ACKs of segments arriving past a zero receive window (fixed in
 /// vendor/smoltcp, RKTIO-PATCHES.md 2; smoltcp's own unit test
 /// `test_zero_window_takes_ack_of_unacceptable_segment` pins it down exactly).
+#[test]
+fn optimisations_switched_off_still_carry_data() {
+    // fig 5b's knobs: no batching (a frame per receive, a publish per frame) and
+    // the tunnel's checksums verified; both ways through WireGuard, byte-exact.
+    let tuning = Tuning {
+        batch: 1,
+        verify_tunnel_checksums: true,
+    };
+    let (a, b, _) = pair_tuned(true, tuning);
+    echo(&a, &b, "10.9.0.2:7".parse().unwrap(), &pattern(512 << 10));
+    let (a, b, _) = pair_tuned(false, tuning);
+    echo(&a, &b, "10.1.0.2:7".parse().unwrap(), &pattern(256 << 10));
+}
+
 #[test]
 fn echo_with_both_buffers_full() {
     for _ in 0..15 {

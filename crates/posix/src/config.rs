@@ -92,6 +92,15 @@ pub struct NetConfig {
     /// Send in plaintext instead (must be said explicitly).
     #[serde(default)]
     pub plaintext: bool,
+    /// Frames per NIC batch (default 64; 1 switches batching off).
+    pub batch: Option<usize>,
+    /// xdp: ask the driver for zero-copy first (default true; false: copy mode).
+    #[serde(default = "yes")]
+    pub zero_copy: bool,
+    /// Check the checksums of packets out of the WireGuard tunnel too (default
+    /// false: WireGuard's AEAD already authenticated them).
+    #[serde(default)]
+    pub verify_tunnel_checksums: bool,
 }
 
 /// The host path policy.
@@ -260,6 +269,11 @@ impl Config {
             if n.netns.is_some() && n.backend != NicName::Xdp {
                 return Err(ConfigError("[net]: `netns` is for the xdp backend".into()));
             }
+            if n.batch.is_some_and(|b| !(1..=1024).contains(&b)) {
+                return Err(ConfigError(
+                    "[net]: `batch` must be 1 to 1024 frames".into(),
+                ));
+            }
         }
         for p in self.host.read.iter().chain(&self.host.write) {
             if !p.starts_with('/') {
@@ -329,5 +343,30 @@ spin_us = 10
         let e =
             Config::parse("[[mount]]\npath=\"data\"\nimage=\"i\"\n", Path::new(".")).unwrap_err();
         assert!(e.0.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn tuning_knobs() {
+        let net =
+            "[net]\nbackend=\"xdp\"\ninterface=\"e\"\naddress=[\"10.0.0.1/24\"]\nplaintext=true\n";
+        let c = Config::parse(net, Path::new(".")).unwrap().net.unwrap();
+        assert_eq!(c.batch, None);
+        assert!(
+            c.zero_copy && !c.verify_tunnel_checksums,
+            "fast settings by default"
+        );
+        let c = Config::parse(
+            &format!("{net}batch=1\nzero_copy=false\nverify_tunnel_checksums=true\n"),
+            Path::new("."),
+        )
+        .unwrap()
+        .net
+        .unwrap();
+        assert_eq!(c.batch, Some(1));
+        assert!(!c.zero_copy && c.verify_tunnel_checksums);
+        for bad in ["batch=0\n", "batch=1025\n"] {
+            let e = Config::parse(&format!("{net}{bad}"), Path::new(".")).unwrap_err();
+            assert!(e.0.contains("`batch` must be 1 to 1024"), "{e}");
+        }
     }
 }

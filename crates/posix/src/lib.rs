@@ -1523,8 +1523,12 @@ impl Runtime {
             if let Some(Some(net)) = self.net.get() {
                 let st = net.stats();
                 out.push_str(&format!(
-                    "rktio stats: network: frames in {} out {}, WireGuard packets in {} out {}\n",
-                    st.nic.rx_frames, st.nic.tx_frames, st.wg.rx_packets, st.wg.tx_packets
+                    "rktio stats: network: {}; frames in {} out {}, WireGuard packets in {} out {}\n",
+                    sock::NIC.get().map(String::as_str).unwrap_or("?"),
+                    st.nic.rx_frames,
+                    st.nic.tx_frames,
+                    st.wg.rx_packets,
+                    st.wg.tx_packets
                 ));
             }
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use libc::{EAGAIN, EINVAL, ENOTCONN, ENOTSOCK};
 use rktio_net::{
     Cidr, Net, Nic, Notifier, PollConfig, Security, StackConfig, TapNic, TcpListener, TcpOptions,
-    TcpStream, UdpSocket, WgConfig, XdpConfig, XdpNic,
+    TcpStream, Tuning, UdpSocket, WgConfig, XdpConfig, XdpMode, XdpNic,
 };
 
 use crate::config::{NetConfig, NicName};
@@ -146,6 +146,9 @@ fn io_errno(e: &std::io::Error) -> i32 {
     }
 }
 
+/// What the network runs on, for the stats report (set when it starts).
+pub static NIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Starts the network stack a `[net]` section describes.
 pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
     let security = if n.plaintext {
@@ -170,19 +173,41 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
         );
     }
     let mtu = 1500;
-    let nic: Box<dyn Nic> = match n.backend {
-        NicName::Tap => Box::new(
-            TapNic::open(&n.interface, mtu)
-                .map_err(|e| format!("[net] tap {}: {e}", n.interface))?,
-        ),
-        NicName::Xdp => Box::new(
-            match &n.netns {
-                Some(ns) => XdpNic::open_in_netns(ns, &n.interface, mtu, XdpConfig::default()),
-                None => XdpNic::open(&n.interface, mtu, XdpConfig::default()),
-            }
-            .map_err(|e| format!("[net] xdp {}: {e}", n.interface))?,
-        ),
+    let xdp = XdpConfig {
+        zero_copy: n.zero_copy,
+        ..XdpConfig::default()
     };
+    let batch = n.batch.unwrap_or(Tuning::default().batch);
+    let (nic, desc): (Box<dyn Nic>, String) = match n.backend {
+        NicName::Tap => (
+            Box::new(
+                TapNic::open(&n.interface, mtu)
+                    .map_err(|e| format!("[net] tap {}: {e}", n.interface))?,
+            ),
+            format!("tap {}", n.interface),
+        ),
+        NicName::Xdp => {
+            let x = match &n.netns {
+                Some(ns) => XdpNic::open_in_netns(ns, &n.interface, mtu, xdp),
+                None => XdpNic::open(&n.interface, mtu, xdp),
+            }
+            .map_err(|e| format!("[net] xdp {}: {e}", n.interface))?;
+            let mode = match x.mode() {
+                XdpMode::ZeroCopy => "zero-copy",
+                XdpMode::Copy => "copy",
+            };
+            let d = format!("xdp on {} ({mode} mode)", n.interface);
+            (Box::new(x), d)
+        }
+    };
+    let _ = NIC.set(format!(
+        "{desc}, batch {batch}, tunnel checksums {}",
+        if n.verify_tunnel_checksums {
+            "verified"
+        } else {
+            "skipped (AEAD)"
+        }
+    ));
     Net::start(
         nic,
         &StackConfig {
@@ -190,6 +215,10 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
             addresses,
             gateways,
             security,
+            tuning: Tuning {
+                batch,
+                verify_tunnel_checksums: n.verify_tunnel_checksums,
+            },
         },
         PollConfig {
             spin,

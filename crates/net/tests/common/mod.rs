@@ -67,6 +67,7 @@ pub fn stack_config(security: Security) -> StackConfig {
         addresses: vec![Cidr::parse("10.201.0.2/24").unwrap()],
         gateways: vec![],
         security,
+        tuning: Default::default(),
     }
 }
 
