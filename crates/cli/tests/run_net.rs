@@ -505,14 +505,20 @@ fn mariadb_on_the_stack_with_sysbench_behind_wireguard_go() {
     assert!(o.status.success(), "{}", text(&o));
     std::fs::remove_dir_all(d.join("site")).unwrap();
     let mut peer = Peer::new();
-    wg_setup(&mut peer, d, "");
+    // A UNIX socket is a host object: it goes in the host's scratch directory,
+    // which the policy lets mariadbd write (it unlinks a stale one at start).
+    let sock_path = d.join("mysqld.sock");
+    wg_setup(
+        &mut peer,
+        d,
+        &format!("[host]\nwrite = [\"{}\"]\n", sock_path.display()),
+    );
     // A bigger page cache for the mount than the default 64 MiB.
     let toml = std::fs::read_to_string(d.join("net.toml"))
         .unwrap()
         .replace("key_file = \"k\"\n", "key_file = \"k\"\ncache_mib = 256\n");
     std::fs::write(d.join("net.toml"), toml).unwrap();
-    // A UNIX socket is a host object: it goes in the host's scratch directory.
-    let sock = format!("--socket={}", d.join("mysqld.sock").display());
+    let sock = format!("--socket={}", sock_path.display());
     let args = [
         "--stats",
         "run",

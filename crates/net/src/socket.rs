@@ -231,9 +231,8 @@ impl Net {
             watching: AtomicUsize::new(0),
         });
         let s = shared.clone();
-        let driver = std::thread::Builder::new()
-            .name("rktio-net".into())
-            .spawn(move || drive(&s, wake, poll))
+        // Signals are the program's: none is delivered to the driver.
+        let driver = rktio_sys::spawn_masked("rktio-net", move || drive(&s, wake, poll))
             .map_err(|e| rktio_sys::HostError::new("spawn the network driver", e))?;
         Ok(Net {
             shared,

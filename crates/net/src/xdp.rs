@@ -60,10 +60,11 @@ impl XdpNic {
         cfg: XdpConfig,
     ) -> Result<Self, NicError> {
         let (ns, ifname) = (netns.to_string(), ifname.to_string());
-        std::thread::spawn(move || {
+        rktio_sys::spawn_masked("rktio-netns", move || {
             rktio_sys::enter_netns(&ns).map_err(|e| NicError::Down(e.to_string()))?;
             XdpNic::open(&ifname, mtu, cfg)
         })
+        .map_err(|e| NicError::Down(format!("spawn the namespace thread: {e}")))?
         .join()
         .map_err(|_| NicError::Down("the namespace thread failed".into()))?
     }

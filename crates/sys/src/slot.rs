@@ -152,3 +152,31 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Spawns one of our own threads with every signal blocked. Signals sent to the
+/// process (SIGTERM, SIGINT, SIGCHLD, a program's own wake-up signals) then go
+/// to the program's threads, as the program arranged: MariaDB, for one, blocks
+/// SIGTERM everywhere but in a thread that waits for it with sigwait(), and a
+/// SIGTERM the kernel handed to our network thread instead never shut it down.
+pub fn spawn_masked<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // SAFETY: sigset_t is plain data; sigfillset initialises `all` fully.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; pthread_sigmask writes the old mask into `old`.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live sigset_t values of this frame; the new
+    // thread inherits the calling thread's mask, which is restored right after.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let r = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: `old` holds the mask read above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
+}

@@ -48,7 +48,7 @@ pub fn bars(path: &Path, title: &str, metric: &str, recs: &[&Rec]) -> Result<(),
         .filter_map(|r| r.value.as_ref().ok().copied())
         .fold(0.0f64, f64::max)
         .max(1e-9)
-        * 1.15;
+        * 1.4; // headroom for the legend
     let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let width = (260 + 70 * n).clamp(700, 1800) as u32;
     let root = BitMapBackend::new(path, (width, 520)).into_drawing_area();
@@ -77,6 +77,7 @@ pub fn bars(path: &Path, title: &str, metric: &str, recs: &[&Rec]) -> Result<(),
             _ => String::new(),
         })
         .y_desc(metric)
+        .y_label_formatter(&|v| crate::report::num(*v))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|x| e(&x))?;
@@ -103,6 +104,23 @@ pub fn bars(path: &Path, title: &str, metric: &str, recs: &[&Rec]) -> Result<(),
                 ))
             })
             .collect();
+        // A failed measurement is marked where its bar would be.
+        let failed: Vec<Text<'_, (SegmentValue<i32>, f64), &str>> = loads
+            .iter()
+            .enumerate()
+            .filter(|(_, load)| {
+                recs.iter()
+                    .any(|r| r.workload == **load && r.mode == *mode && r.value.is_err())
+            })
+            .map(|(li, _)| {
+                Text::new(
+                    "failed",
+                    (SegmentValue::Exact((li * slots + mi) as i32), ymax * 0.02),
+                    ("sans-serif", 11).into_font().color(&color),
+                )
+            })
+            .collect();
+        chart.draw_series(failed).map_err(|x| e(&x))?;
         chart
             .draw_series(bars)
             .map_err(|x| e(&x))?
