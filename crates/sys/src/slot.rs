@@ -167,10 +167,13 @@ where
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above; pthread_sigmask writes the old mask into `old`.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a live sigset_t of this frame, which sigfillset fills.
+    unsafe {
+        libc::sigfillset(&mut all);
+    }
     // SAFETY: both pointers are to live sigset_t values of this frame; the new
     // thread inherits the calling thread's mask, which is restored right after.
     unsafe {
-        libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     let r = std::thread::Builder::new().name(name.into()).spawn(f);
