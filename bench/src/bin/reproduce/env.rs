@@ -256,6 +256,8 @@ pub struct StoreOpts {
     pub cache_mib: u64,
     /// More rktio.toml text (a [net] section, [host] paths).
     pub extra_toml: String,
+    /// Ours: the network in plaintext instead of WireGuard (no wireguard-go peer).
+    pub plaintext: bool,
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
@@ -560,9 +562,14 @@ impl Bed {
                     )?;
                     (tap.clone(), String::new(), Some(peer.ns.clone()), Some(tap))
                 };
+                let security = if o.plaintext {
+                    "plaintext = true".to_string()
+                } else {
+                    "wireguard = \"wg.conf\"".to_string()
+                };
                 o.extra_toml = format!(
                     "[net]\nbackend = \"{}\"\ninterface = \"{iface}\"\n{netns_line}\
-                     address = [\"10.201.0.2/24\"]\nwireguard = \"wg.conf\"\n{}",
+                     address = [\"10.201.0.2/24\"]\n{security}\n{}",
                     if mode == NetMode::OursXdp {
                         "xdp"
                     } else {
@@ -570,12 +577,16 @@ impl Bed {
                     },
                     o.extra_toml
                 );
-                peer.wireguard(
-                    &k_peer.to_base64(),
-                    &k_ours.public().to_base64(),
-                    "10.201.0.2:51821",
-                );
-                (server_ns, "10.202.0.2", "10.202.0.1", tap)
+                if o.plaintext {
+                    (server_ns, "10.201.0.2", "10.201.0.1", tap)
+                } else {
+                    peer.wireguard(
+                        &k_peer.to_base64(),
+                        &k_ours.public().to_base64(),
+                        "10.201.0.2:51821",
+                    );
+                    (server_ns, "10.202.0.2", "10.202.0.1", tap)
+                }
             }
         };
         let store = Store::new(mode.storage(), work, &o)?;

@@ -149,10 +149,35 @@ pub fn iperf_fig(res: &mut Results, work: &Path, s: &Scale) {
     }
 }
 
-/// wrk's `Requests/sec:` and the 99th percentile of its latency distribution (ms).
-fn parse_wrk(out: &str) -> Result<(f64, f64), String> {
-    if out.contains("Non-2xx") || out.contains("Socket errors") {
+/// wrk's `Requests/sec:`, the 99th percentile of its latency distribution (ms),
+/// and how many requests took longer than its timeout (2 s). Any other socket
+/// error or a non-2xx answer fails the measurement.
+fn parse_wrk(out: &str) -> Result<(f64, f64, u64), String> {
+    if out.contains("Non-2xx") {
         return Err(format!("wrk saw errors: {}", tail(out)));
+    }
+    let mut timeouts = 0;
+    if let Some(l) = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+    {
+        // "connect 0, read 0, write 0, timeout 3"
+        let mut other = 0u64;
+        for part in l.split(',') {
+            let mut w = part.split_whitespace();
+            let (Some(what), Some(n)) = (w.next(), w.next().and_then(|n| n.parse::<u64>().ok()))
+            else {
+                return Err(format!("wrk: {}", tail(out)));
+            };
+            if what == "timeout" {
+                timeouts = n;
+            } else {
+                other += n;
+            }
+        }
+        if other > 0 {
+            return Err(format!("wrk saw errors: {}", tail(out)));
+        }
     }
     let rps = out
         .lines()
@@ -175,7 +200,7 @@ fn parse_wrk(out: &str) -> Result<(f64, f64), String> {
             })
         })
         .ok_or_else(|| format!("wrk printed no 99% latency: {}", tail(out)))?;
-    Ok((rps, p99))
+    Ok((rps, p99, timeouts))
 }
 
 /// The site nginx serves (sealed into the image for ours): a 16 KiB page and a
@@ -274,6 +299,18 @@ pub fn nginx_fig(res: &mut Results, work: &Path, s: &Scale) {
                 ]);
                 parse_wrk(&run_ok(&mut c, Duration::from_secs(s.net_secs + 60))?)
             });
+            if let Ok((_, _, t)) = &r
+                && *t > 0
+            {
+                res.note(
+                    "fig7b",
+                    format!(
+                        "{} / {}: {t} requests took longer than wrk's 2 s timeout.",
+                        scheme.to_uppercase(),
+                        mode.name()
+                    ),
+                );
+            }
             for (i, (metric, hb)) in metrics.iter().enumerate() {
                 res.add(Rec {
                     fig: "fig7b",
@@ -431,7 +468,7 @@ pub fn mariadb_fig(res: &mut Results, work: &Path, s: &Scale) {
             cache_mib: 512,
             seed: Some(seed.clone()),
             extra_toml: format!("[host]\nwrite = [\"{}\"]\n", sock.display()),
-            ..Default::default()
+            plaintext: false,
         };
         let b = match bed(mode, work, &o) {
             Ok(b) => b,
@@ -534,54 +571,61 @@ pub fn knobs_fig(res: &mut Results, work: &Path, s: &Scale) {
             "verify_tunnel_checksums = true\n",
         ),
     ];
-    for (name, knob) in variants {
-        let o = StoreOpts {
-            extra_toml: knob.into(),
-            ..Default::default()
-        };
-        let b = match bed(NetMode::OursXdp, work, &o) {
-            Ok(b) => b,
-            Err(e) => {
-                fail_all(res, "fig5b", NetMode::OursXdp, &e, &[("Gbit/s", true)]);
-                continue;
+    for plaintext in [false, true] {
+        let net = if plaintext { "plaintext" } else { "WireGuard" };
+        for (name, knob) in variants {
+            if plaintext && knob.starts_with("verify_tunnel") {
+                continue; // no tunnel: every checksum is checked anyway
             }
-        };
-        let mut c = b.server("iperf3");
-        c.args(["-s", "-p", "5201"])
-            .env("TMPDIR", b.store.path(""))
-            .env("RKTIO_STATS", "1");
-        let srv = Bg::start(&mut c).and_then(|mut srv| b.wait_tcp(&mut srv, 5201).map(|_| srv));
-        let mut vals = Vec::new();
-        for (workload, rev) in [("peer → server", false), ("server → peer (-R)", true)] {
-            vals.push((
-                workload,
-                match &srv {
-                    Err(e) => Err(e.clone()),
-                    Ok(_) => iperf3_client(&b, s.net_secs, rev),
-                },
-            ));
-        }
-        // Say what the NIC really ran as (the server's stats line).
-        let nic = srv
-            .map(|srv| srv.stop())
-            .ok()
-            .and_then(|out| {
-                out.lines()
-                    .find_map(|l| l.strip_prefix("rktio stats: network: "))
-                    .and_then(|l| l.split(';').next())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "?".into());
-        res.note("fig5b", format!("{name}: the server's NIC: {nic}."));
-        for (workload, v) in vals {
-            res.add(Rec {
-                fig: "fig5b",
-                workload: workload.into(),
-                mode: name.into(),
-                metric: "Gbit/s",
-                higher_better: true,
-                value: v,
-            });
+            let o = StoreOpts {
+                extra_toml: knob.into(),
+                plaintext,
+                ..Default::default()
+            };
+            let b = match bed(NetMode::OursXdp, work, &o) {
+                Ok(b) => b,
+                Err(e) => {
+                    fail_all(res, "fig5b", NetMode::OursXdp, &e, &[("Gbit/s", true)]);
+                    continue;
+                }
+            };
+            let mut c = b.server("iperf3");
+            c.args(["-s", "-p", "5201"])
+                .env("TMPDIR", b.store.path(""))
+                .env("RKTIO_STATS", "1");
+            let srv = Bg::start(&mut c).and_then(|mut srv| b.wait_tcp(&mut srv, 5201).map(|_| srv));
+            let mut vals = Vec::new();
+            for (dir, rev) in [("peer → server", false), ("server → peer (-R)", true)] {
+                vals.push((
+                    format!("{net}, {dir}"),
+                    match &srv {
+                        Err(e) => Err(e.clone()),
+                        Ok(_) => iperf3_client(&b, s.net_secs, rev),
+                    },
+                ));
+            }
+            // Say what the NIC really ran as (the server's stats line).
+            let nic = srv
+                .map(|srv| srv.stop())
+                .ok()
+                .and_then(|out| {
+                    out.lines()
+                        .find_map(|l| l.strip_prefix("rktio stats: network: "))
+                        .and_then(|l| l.split(';').next())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "?".into());
+            res.note("fig5b", format!("{net}, {name}: the server's NIC: {nic}."));
+            for (workload, v) in vals {
+                res.add(Rec {
+                    fig: "fig5b",
+                    workload,
+                    mode: name.into(),
+                    metric: "Gbit/s",
+                    higher_better: true,
+                    value: v,
+                });
+            }
         }
     }
 }
@@ -596,13 +640,16 @@ mod tests {
                    \x20 Latency Distribution\n     50%    1.20ms\n     75%    2.00ms\n     90%    3.10ms\n\
                    \x20    99%  594.60ms\n  7102 requests in 2.00s, 111.07MB read\n\
                    Requests/sec:   3551.12\nTransfer/sec:     55.51MB\n";
-        let (rps, p99) = parse_wrk(out).unwrap();
+        let (rps, p99, timeouts) = parse_wrk(out).unwrap();
+        assert_eq!(timeouts, 0);
         assert_eq!(rps, 3551.12);
         assert!((p99 - 594.6).abs() < 1e-9);
         let us = out.replace("594.60ms", "830.00us");
         assert!((parse_wrk(&us).unwrap().1 - 0.83).abs() < 1e-9);
         let errs = format!("{out}  Socket errors: connect 0, read 3, write 0, timeout 0\n");
         assert!(parse_wrk(&errs).unwrap_err().contains("errors"));
+        let slow = format!("{out}  Socket errors: connect 0, read 0, write 0, timeout 3\n");
+        assert_eq!(parse_wrk(&slow).unwrap().2, 3);
         assert!(parse_wrk("unable to connect").is_err());
     }
 
