@@ -201,11 +201,13 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
         }
     };
     let _ = NIC.set(format!(
-        "{desc}, batch {batch}, tunnel checksums {}",
-        if n.verify_tunnel_checksums {
-            "verified"
+        "{desc}, batch {batch}, {}",
+        if n.plaintext {
+            "plaintext (no tunnel)"
+        } else if n.verify_tunnel_checksums {
+            "WireGuard, tunnel checksums verified"
         } else {
-            "skipped (AEAD)"
+            "WireGuard, tunnel checksums skipped (AEAD)"
         }
     ));
     Net::start(
