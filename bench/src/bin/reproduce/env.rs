@@ -147,9 +147,13 @@ fn prog_name(cmd: &Command) -> String {
         .unwrap_or(name)
 }
 
-/// The last few lines of some output, on one line.
+/// The last few lines of some output, on one line (without our stats report,
+/// which ours print last: the program's own error comes before it).
 pub fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = s
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("rktio stats:"))
+        .collect();
     let start = lines.len().saturating_sub(3);
     lines[start..].join(" / ")
 }
