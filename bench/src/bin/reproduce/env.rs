@@ -621,6 +621,27 @@ impl Bed {
         self.peer.cmd(prog)
     }
 
+    /// Starts a server with `cmd` and waits until it accepts TCP on every port.
+    pub fn serve(&self, cmd: &mut Command, ports: &[u16]) -> Result<Bg, String> {
+        let mut srv = Bg::start(cmd)?;
+        for &p in ports {
+            self.wait_tcp(&mut srv, p)?;
+        }
+        Ok(srv)
+    }
+
+    /// iperf3 -s on port 5201. It keeps a MAP_SHARED buffer file in TMPDIR: on
+    /// our mount for ours.
+    pub fn iperf3_server(&self, stats: bool) -> Result<Bg, String> {
+        let mut c = self.server("iperf3");
+        c.args(["-s", "-p", "5201"])
+            .env("TMPDIR", self.store.path(""));
+        if stats {
+            c.env("RKTIO_STATS", "1");
+        }
+        self.serve(&mut c, &[5201])
+    }
+
     /// Waits until something accepts TCP at our address and `port`, from the peer.
     pub fn wait_tcp(&self, srv: &mut Bg, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);

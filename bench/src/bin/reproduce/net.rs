@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::Scale;
-use crate::env::{Bed, Bg, NetMode, StoreOpts, run_ok, tail};
+use crate::env::{Bed, NetMode, StoreOpts, run_ok, tail};
 use crate::report::{Rec, Results};
 
 fn bed(mode: NetMode, work: &Path, o: &StoreOpts) -> Result<Bed, String> {
@@ -128,10 +128,7 @@ pub fn iperf_fig(res: &mut Results, work: &Path, s: &Scale) {
                 continue;
             }
         };
-        // iperf3 keeps a MAP_SHARED buffer file in TMPDIR: on our mount for ours.
-        let mut c = b.server("iperf3");
-        c.args(["-s", "-p", "5201"]).env("TMPDIR", b.store.path(""));
-        let srv = Bg::start(&mut c).and_then(|mut srv| b.wait_tcp(&mut srv, 5201).map(|_| srv));
+        let srv = b.iperf3_server(false);
         for (workload, rev) in [("peer → server", false), ("server → peer (-R)", true)] {
             let v = match &srv {
                 Err(e) => Err(e.clone()),
@@ -282,11 +279,7 @@ pub fn nginx_fig(res: &mut Results, work: &Path, s: &Scale) {
         }
         let mut c = b.server("nginx");
         c.arg("-c").arg(&conf).args(["-p", &data]);
-        let srv = Bg::start(&mut c).and_then(|mut srv| {
-            b.wait_tcp(&mut srv, 80)?;
-            b.wait_tcp(&mut srv, 443)?;
-            Ok(srv)
-        });
+        let srv = b.serve(&mut c, &[80, 443]);
         for (scheme, port) in [("http", 80u16), ("https", 443)] {
             let r = srv.as_ref().map_err(Clone::clone).and_then(|_| {
                 let mut c = b.client("wrk");
@@ -369,21 +362,16 @@ pub fn redis_fig(res: &mut Results, work: &Path, s: &Scale) {
             "no",
         ])
         .args(["--dir", &b.store.path("")]);
-        let r = Bg::start(&mut c)
-            .and_then(|mut srv| {
-                b.wait_tcp(&mut srv, 6379)?;
-                Ok(srv)
-            })
-            .and_then(|srv| {
-                let mut c = b.client("redis-benchmark");
-                c.args([
-                    "-h", b.addr, "-p", "6379", "-c", "50", "-t", "set,get", "--csv",
-                ])
-                .args(["-n", &s.redis_requests.to_string()]);
-                let out = run_ok(&mut c, Duration::from_secs(600));
-                drop(srv);
-                parse_redis_csv(&out?)
-            });
+        let r = b.serve(&mut c, &[6379]).and_then(|srv| {
+            let mut c = b.client("redis-benchmark");
+            c.args([
+                "-h", b.addr, "-p", "6379", "-c", "50", "-t", "set,get", "--csv",
+            ])
+            .args(["-n", &s.redis_requests.to_string()]);
+            let out = run_ok(&mut c, Duration::from_secs(600));
+            drop(srv);
+            parse_redis_csv(&out?)
+        });
         for test in ["SET", "GET"] {
             let row = r.as_ref().map_err(Clone::clone).and_then(|v| {
                 v.iter()
@@ -514,8 +502,7 @@ pub fn mariadb_fig(res: &mut Results, work: &Path, s: &Scale) {
                 .arg(what);
             run_ok(&mut c, Duration::from_secs(600))
         };
-        let r = Bg::start(&mut c).and_then(|mut srv| {
-            b.wait_tcp(&mut srv, 3306)?;
+        let r = b.serve(&mut c, &[3306]).and_then(|srv| {
             run_ok(
                 b.client("mariadb").args([
                     "-h",
@@ -589,11 +576,7 @@ pub fn knobs_fig(res: &mut Results, work: &Path, s: &Scale) {
                     continue;
                 }
             };
-            let mut c = b.server("iperf3");
-            c.args(["-s", "-p", "5201"])
-                .env("TMPDIR", b.store.path(""))
-                .env("RKTIO_STATS", "1");
-            let srv = Bg::start(&mut c).and_then(|mut srv| b.wait_tcp(&mut srv, 5201).map(|_| srv));
+            let srv = b.iperf3_server(true);
             let mut vals = Vec::new();
             for (dir, rev) in [("peer → server", false), ("server → peer (-R)", true)] {
                 vals.push((
