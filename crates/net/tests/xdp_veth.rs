@@ -33,7 +33,10 @@ fn xdp_on_veth_plaintext_then_wireguard_go() {
     assert_eq!(curl_sha(&peer, "http://10.201.0.2/plain"), sha(&data));
     server.join().unwrap();
     let s = net.stats();
-    assert!(s.nic.rx_frames > 100 && s.nic.tx_frames > 1000, "{s:?}");
+    // 2 MiB left as over 1000 frames; what comes back is the pings, the
+    // request and ACKs, whose number the peer's GRO and delayed ACKs decide
+    // (exactly 100 were seen once): only that some came.
+    assert!(s.nic.rx_frames > 20 && s.nic.tx_frames > 1000, "{s:?}");
     drop(net);
 
     // WireGuard with a standard peer.
