@@ -19,6 +19,8 @@ use crate::wire::{
 };
 
 mod congestion;
+// rkt-io patch: SACK-based loss recovery.
+mod sack;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -525,6 +527,14 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// rkt-io patch: what the peer's SACK blocks say it holds above `local_seq_no`.
+    sack_board: sack::Scoreboard,
+    /// rkt-io patch: while recovering from a loss, `remote_last_seq` when the
+    /// recovery began (RFC 6675's RecoveryPoint); the recovery ends when it is ACKed.
+    recovery_point: Option<TcpSeqNumber>,
+    /// rkt-io patch: everything below this was retransmitted in this recovery
+    /// (RFC 6675's HighRxt).
+    high_rxt: TcpSeqNumber,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -616,6 +626,9 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            sack_board: sack::Scoreboard::default(),
+            recovery_point: None,
+            high_rxt: TcpSeqNumber::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -919,6 +932,12 @@ impl<'a> Socket<'a> {
         self.local_seq_no = TcpSeqNumber::default();
         self.remote_seq_no = TcpSeqNumber::default();
         self.remote_last_seq = TcpSeqNumber::default();
+        // rkt-io patch: no recovery carries over to the next connection.
+        self.sack_board.clear();
+        self.recovery_point = None;
+        self.high_rxt = TcpSeqNumber::default();
+        self.pending_fast_retransmit = false;
+        self.local_rx_dup_acks = 0;
         self.remote_last_ack = None;
         self.remote_last_win = 0;
         self.remote_win_len = 0;
@@ -1404,7 +1423,50 @@ impl<'a> Socket<'a> {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.pipe())
+    }
+
+    /// rkt-io patch: the octets still in the network (RFC 6675's "pipe"). Outside
+    /// a recovery, everything sent and not ACKed; during one, less what the peer
+    /// SACKed and what counts as lost and has not been retransmitted yet.
+    fn pipe(&self) -> usize {
+        let flight = self.flight_size();
+        if self.recovery_point.is_none() {
+            return flight;
+        }
+        let from = self.high_rxt.max(self.local_seq_no);
+        flight
+            .saturating_sub(self.sack_board.sacked())
+            .saturating_sub(self.sack_board.lost_from(from, self.remote_mss))
+    }
+
+    /// rkt-io patch: the next segment to retransmit during a loss recovery, as
+    /// `(sequence number, length)`: the first hole above what was already
+    /// retransmitted that counts as lost (RFC 6675 NextSeg, rule 1), or, after a
+    /// partial ACK, the segment at `local_seq_no` (RFC 6582, for peers that send
+    /// no SACK blocks). `None` outside a recovery.
+    fn next_retransmit(&self, mss: usize) -> Option<(TcpSeqNumber, usize)> {
+        self.recovery_point?;
+        let una = self.local_seq_no;
+        if self.remote_last_seq <= una || mss == 0 {
+            return None;
+        }
+        let partial = self.high_rxt <= una;
+        let from = self.high_rxt.max(una);
+        let (start, end) = match self.sack_board.hole_from(from) {
+            Some((s, e)) if self.sack_board.sacked_above(e) > 2 * mss || (partial && s == una) => {
+                (s, e)
+            }
+            None if partial => (una, self.remote_last_seq),
+            _ => return None,
+        };
+        let offset = start - una;
+        if offset >= self.tx_buffer.len() {
+            // Only a FIN is left there; the retransmission timer covers it.
+            return None;
+        }
+        let len = mss.min(end - start).min(self.tx_buffer.len() - offset);
+        Some((start, len))
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -2117,6 +2179,18 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(ack_number) = repr.ack_number {
+            // rkt-io patch: take the peer's SACK blocks into the scoreboard. A block
+            // is only believed if it lies above this ACK and inside what we sent.
+            if self.remote_has_sack {
+                for &(l, r) in repr.sack_ranges.iter().flatten() {
+                    let (s, e) = (TcpSeqNumber(l as i32), TcpSeqNumber(r as i32));
+                    if ack_number < s && s < e && e <= self.remote_last_seq {
+                        self.sack_board.insert(s, e);
+                    }
+                }
+            }
+            self.sack_board.advance(ack_number);
+
             // TODO: When flow control is implemented,
             // refractor the following block within that implementation
 
@@ -2144,18 +2218,28 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
+                    // rkt-io patch: start a recovery (once; it repairs every hole
+                    // itself) on the third duplicate ACK, or as soon as the SACK
+                    // blocks say the first unACKed segment is lost (RFC 6675 5a).
+                    if self.recovery_point.is_none()
+                        && (self.local_rx_dup_acks == 3
+                            || self.sack_board.sacked_above(ack_number) > 2 * self.remote_mss)
+                        && !matches!(self.timer, Timer::FastRetransmit)
+                    {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
                     }
 
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                    // Notify of duplicate ACK. rkt-io patch: with SACK, the pipe
+                    // estimate replaces the window inflation per duplicate ACK.
+                    if !(self.remote_has_sack && self.recovery_point.is_some()) {
+                        let in_flight = self.flight_size();
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2182,6 +2266,14 @@ impl<'a> Socket<'a> {
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
             self.local_seq_no = ack_number;
+
+            // rkt-io patch: the recovery ends when everything sent before it is ACKed.
+            if let Some(point) = self.recovery_point
+                && ack_number >= point
+            {
+                self.recovery_point = None;
+                net_debug!("loss recovery done");
+            }
 
             // During retransmission, if an earlier segment got lost but later was
             // successfully received, self.local_seq_no can move past self.remote_last_seq.
@@ -2356,6 +2448,11 @@ impl<'a> Socket<'a> {
         let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
         let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+        // rkt-io patch: a lost segment goes out again as soon as the pipe has room.
+        if self.cwnd_remaining() > 0 && self.next_retransmit(effective_mss).is_some() {
+            return true;
+        }
+
         // Have we sent data that hasn't been ACKed yet?
         let data_in_flight = self.remote_last_seq != self.local_seq_no;
 
@@ -2524,6 +2621,12 @@ impl<'a> Socket<'a> {
                 // to be sent again.
                 self.remote_last_seq = self.local_seq_no;
 
+                // rkt-io patch: everything is sent again from here; forget the
+                // recovery and the scoreboard (their ranges may now lie above
+                // `remote_last_seq`).
+                self.recovery_point = None;
+                self.sack_board.clear();
+
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
             } else {
@@ -2537,6 +2640,11 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                // rkt-io patch: one recovery, and one window cut, per loss event.
+                if self.recovery_point.is_none() {
+                    self.recovery_point = Some(self.remote_last_seq);
+                    self.high_rxt = self.local_seq_no;
+                }
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2668,14 +2776,28 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
+                // rkt-io patch: besides the fast retransmit, the holes of a loss
+                // recovery (`next_retransmit`), one segment per call.
+                let retransmit = if self.pending_fast_retransmit {
+                    Some((self.local_seq_no, effective_mss.min(self.tx_buffer.len())))
+                } else if self.cwnd_remaining() > 0 {
+                    self.next_retransmit(effective_mss)
+                } else {
+                    None
+                };
+                let offset = if let Some((seq, size)) = retransmit {
+                    let offset = seq - self.local_seq_no;
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
 
                     self.pending_fast_retransmit = false;
+                    if self.recovery_point.is_some() {
+                        self.high_rxt = self.high_rxt.max(seq + repr.payload.len());
+                        // Karn: no RTT sample across a retransmission.
+                        self.rtte.on_retransmit();
+                    }
 
-                    0
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -7362,6 +7484,170 @@ mod test {
         // even though we're in "fast retransmit", we shouldn't
         // force-send anything because the remote's window is full.
         recv_nothing!(s);
+    }
+
+    // rkt-io patch: SACK-based loss recovery (socket/tcp/sack.rs).
+    fn sack_of(blocks: &[(usize, usize)]) -> [Option<(u32, u32)>; 3] {
+        let mut r = [None; 3];
+        for (i, &(a, b)) in blocks.iter().enumerate() {
+            r[i] = Some(((LOCAL_SEQ + a).0 as u32, (LOCAL_SEQ + b).0 as u32));
+        }
+        r
+    }
+
+    /// Sends `data` as segments of 3 octets and checks each one goes out.
+    fn send_segments(socket: &mut TestSocket, data: &'static [u8]) {
+        let s = socket;
+        s.send_slice(data).unwrap();
+        for (i, chunk) in data.chunks(3).enumerate() {
+            recv(s, Instant::from_millis(1000), |r| assert_eq!(r.map(|mut r| { r.control = r.control.quash_psh(); r }), Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    chunk,
+                ..RECV_TEMPL
+            })));
+        }
+    }
+
+    #[test]
+    fn test_sack_recovery_repairs_every_hole_without_waiting() {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        s.remote_has_sack = true;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        // Eight segments; "aaa", "BBB" (a burst) and "eee" are lost.
+        send_segments(&mut s, b"aaaBBBcccDDDeeeFFFgggHHH");
+        let dup = |blocks: &[(usize, usize)]| TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            sack_ranges: sack_of(blocks),
+            ..SEND_TEMPL
+        };
+        // "ccc" and "DDD" arrive: 6 octets SACKed, not yet more than 2 segments.
+        send!(s, time 1010, dup(&[(7, 13)]));
+        recv_nothing!(s, time 1010);
+        // "FFF" too: the first segment counts as lost (RFC 6675), after two
+        // duplicate ACKs rather than three.
+        send!(s, time 1011, dup(&[(16, 19), (7, 13)]));
+        // Both segments of the burst go out at once, "eee" not yet: only one
+        // segment is SACKed above it.
+        recv!(s, time 1012, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 1012, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"BBB"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1012);
+        // "ggg" and "HHH" arrive: now "eee" has 9 octets SACKed above it.
+        send!(s, time 1013, dup(&[(16, 25), (7, 13)]));
+        recv!(s, time 1014, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"eee"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1014);
+        // Each hole went out once; everything is ACKed and the recovery ends.
+        send!(s, time 1020, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 24),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recovery_point, None);
+        assert!(s.sack_board.is_empty());
+        recv_nothing!(s, time 1030);
+    }
+
+    #[test]
+    fn test_partial_ack_retransmits_next_segment_without_sack() {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        // "aaa" and "BBB" are lost; the peer sends no SACK blocks.
+        send_segments(&mut s, b"aaaBBBcccDDDeee");
+        for t in 1010..1013 {
+            send!(s, time t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 1013, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1013);
+        // The partial ACK (up to "BBB") says "BBB" is lost too (RFC 6582): it goes
+        // out at once, not after three more duplicate ACKs or the timeout.
+        send!(s, time 1020, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1021, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"BBB"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1021);
+        send!(s, time 1030, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 15),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recovery_point, None);
+    }
+
+    #[test]
+    fn test_hostile_sack_blocks_are_ignored() {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        s.remote_has_sack = true;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        send_segments(&mut s, b"aaaBBB");
+        let wild = [
+            Some((0, u32::MAX)),
+            Some(((LOCAL_SEQ + 5).0 as u32, (LOCAL_SEQ + 4).0 as u32)),
+            Some(((LOCAL_SEQ + 4).0 as u32, (LOCAL_SEQ + 100).0 as u32)),
+        ];
+        for t in 0..5 {
+            send!(s, time 1010 + t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                sack_ranges: wild,
+                ..SEND_TEMPL
+            });
+        }
+        // Reversed, past what was sent, or the whole space: none is believed.
+        assert!(s.sack_board.is_empty());
+        // The three duplicate ACKs still start an ordinary fast retransmit.
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]
