@@ -11,12 +11,21 @@ use crate::{ETH_HEADER, Nic};
 pub const RX_BATCH: usize = 64;
 
 /// A smoltcp device over a NIC, with a small receive batch buffer.
+///
+/// Loopback: a frame the stack addresses to our own MAC (smoltcp, patched, does
+/// so for the interface's own addresses, 127.0.0.1 and ::1 included) is handed
+/// straight back in and never reaches the NIC. A frame for a loopback address
+/// (127.0.0.0/8, ::1; an ARP request for one) is never sent to the NIC, and one
+/// from the NIC is dropped and counted (a martian: localhost is only ever reached
+/// from inside the stack).
 #[derive(Debug)]
 pub struct SmolDevice<N: Nic> {
     nic: N,
     rx: VecDeque<Vec<u8>>,
     batch: Vec<Vec<u8>>,
     max: usize,
+    own_mac: Option<[u8; 6]>,
+    martians: u64,
 }
 
 impl<N: Nic> SmolDevice<N> {
@@ -29,7 +38,24 @@ impl<N: Nic> SmolDevice<N> {
             rx: VecDeque::new(),
             batch: Vec::with_capacity(max),
             max,
+            own_mac: None,
+            martians: 0,
         }
+    }
+
+    /// Frames to `mac` come straight back in (see the type's docs).
+    pub fn set_own_mac(&mut self, mac: [u8; 6]) {
+        self.own_mac = Some(mac);
+    }
+
+    /// Frames waiting to be received (looped back, or a batch not yet taken).
+    pub fn has_pending(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// Frames from the NIC dropped because they were for a loopback address.
+    pub fn martians(&self) -> u64 {
+        self.martians
     }
 
     /// The NIC.
@@ -46,7 +72,15 @@ impl<N: Nic> SmolDevice<N> {
         if self.rx.is_empty() {
             self.batch.clear();
             match self.nic.recv(&mut self.batch, self.max) {
-                Ok(_) => self.rx.extend(self.batch.drain(..)),
+                Ok(_) => {
+                    for f in self.batch.drain(..) {
+                        if frame_to_loopback(&f) {
+                            self.martians += 1;
+                        } else {
+                            self.rx.push_back(f);
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!("nic receive: {e}"),
             }
         }
@@ -57,9 +91,28 @@ impl<N: Nic> SmolDevice<N> {
 #[derive(Debug)]
 pub struct Rx(Vec<u8>);
 
-/// Room to send one frame (and whether to publish it at once).
+/// Whether an Ethernet frame carries an IP packet for 127.0.0.0/8 or ::1, or an
+/// ARP packet about an address in 127.0.0.0/8.
+fn frame_to_loopback(f: &[u8]) -> bool {
+    match f.get(12..14) {
+        Some([0x08, 0x00]) => f.get(ETH_HEADER + 16) == Some(&127),
+        Some([0x08, 0x06]) => f.get(ETH_HEADER + 24) == Some(&127),
+        Some([0x86, 0xdd]) => f
+            .get(ETH_HEADER + 24..ETH_HEADER + 40)
+            .is_some_and(|d| d[..15].iter().all(|&b| b == 0) && d[15] == 1),
+        _ => false,
+    }
+}
+
+/// Room to send one frame: the NIC, whether to publish it at once, and where
+/// frames to our own MAC go instead.
 #[derive(Debug)]
-pub struct Tx<'a, N: Nic>(&'a mut N, bool);
+pub struct Tx<'a, N: Nic> {
+    nic: &'a mut N,
+    publish: bool,
+    lo: &'a mut VecDeque<Vec<u8>>,
+    own_mac: Option<[u8; 6]>,
+}
 
 impl phy::RxToken for Rx {
     fn consume<R, F>(self, f: F) -> R
@@ -77,15 +130,34 @@ impl<N: Nic> phy::TxToken for Tx<'_, N> {
     {
         let mut buf = vec![0u8; len];
         let r = f(&mut buf);
-        match self.0.send(&buf) {
+        if self.own_mac.is_some_and(|m| buf.get(..6) == Some(&m[..])) {
+            self.lo.push_back(buf);
+            return r;
+        }
+        if frame_to_loopback(&buf) {
+            tracing::debug!("frame for a loopback address not sent");
+            return r;
+        }
+        match self.nic.send(&buf) {
             Ok(true) => {}
             Ok(false) => tracing::debug!("nic queue full: frame dropped"),
             Err(e) => tracing::warn!("nic send: {e}"),
         }
-        if self.1 {
-            self.0.flush();
+        if self.publish {
+            self.nic.flush();
         }
         r
+    }
+}
+
+impl<N: Nic> SmolDevice<N> {
+    fn tx(&mut self) -> Tx<'_, N> {
+        Tx {
+            nic: &mut self.nic,
+            publish: self.max == 1,
+            lo: &mut self.rx,
+            own_mac: self.own_mac,
+        }
     }
 }
 
@@ -102,11 +174,11 @@ impl<N: Nic> Device for SmolDevice<N> {
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         self.refill();
         let f = self.rx.pop_front()?;
-        Some((Rx(f), Tx(&mut self.nic, self.max == 1)))
+        Some((Rx(f), self.tx()))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(&mut self.nic, self.max == 1))
+        Some(self.tx())
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

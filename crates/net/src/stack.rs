@@ -97,6 +97,9 @@ pub struct StackStats {
     pub wg: WgStats,
     /// Encrypted datagrams dropped because the UDP socket stayed full.
     pub wg_out_dropped: u64,
+    /// Packets from outside (the NIC, or out of the tunnel) for a loopback
+    /// address, dropped: localhost is only reached from inside the stack.
+    pub martians_dropped: u64,
 }
 
 struct Tunnel {
@@ -108,6 +111,8 @@ struct Tunnel {
     /// Datagrams waiting for room in the UDP socket.
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     out_dropped: u64,
+    /// Decrypted packets for a loopback address, dropped.
+    martians: u64,
     next_tick: std::time::Instant,
     /// Our own tunnel addresses: packets to them come back in (loopback inside
     /// the stack) instead of going to WireGuard.
@@ -146,6 +151,17 @@ fn ip_dst(p: &[u8]) -> Option<IpAddr> {
         }
         _ => None,
     }
+}
+
+/// 127.0.0.1/8, and ::1 where `addrs` has IPv6, as far as smoltcp's 8 addresses
+/// per interface leave room next to `addrs`.
+fn localhost(addrs: &[Cidr]) -> Result<Vec<Cidr>, StackError> {
+    let mut lo = vec![Cidr::parse("127.0.0.1/8").map_err(StackError::Config)?];
+    if addrs.iter().any(|c| c.addr.is_ipv6()) {
+        lo.push(Cidr::parse("::1/128").map_err(StackError::Config)?);
+    }
+    lo.truncate(8usize.saturating_sub(addrs.len()));
+    Ok(lo)
 }
 
 fn smol_cidr(c: &Cidr) -> IpCidr {
@@ -194,6 +210,7 @@ impl<N: Nic> Stack<N> {
             [(r[0] & 0xfc) | 0x02, r[1], r[2], r[3], r[4], r[5]]
         });
         let mut dev = SmolDevice::new(nic, cfg.tuning.batch);
+        dev.set_own_mac(mac);
         let now = SmolInstant::now();
         let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         c.random_seed = random_u64();
@@ -204,7 +221,13 @@ impl<N: Nic> Stack<N> {
         }
         let mut wire_sockets = SocketSet::new(vec![]);
         let tunnel = match &cfg.security {
-            Security::Plaintext => None,
+            Security::Plaintext => {
+                // Loopback inside the stack: the program's sockets live on the wire
+                // interface here, and frames to our own addresses never reach the
+                // NIC (`SmolDevice`).
+                add_addresses(&mut wire, &localhost(&cfg.addresses)?)?;
+                None
+            }
             Security::WireGuard(wgc) => {
                 if wgc.peers.is_empty() {
                     return Err(StackError::Config("WireGuard has no [Peer]".into()));
@@ -252,11 +275,7 @@ impl<N: Nic> Stack<N> {
                 add_addresses(&mut iface, &wgc.interface.addresses)?;
                 // Loopback inside the stack: localhost is ours too.
                 // (smoltcp holds 8 addresses here: localhost only where there is room.)
-                let mut lo = vec![Cidr::parse("127.0.0.1/8").map_err(StackError::Config)?];
-                if wgc.interface.addresses.iter().any(|c| c.addr.is_ipv6()) {
-                    lo.push(Cidr::parse("::1/128").map_err(StackError::Config)?);
-                }
-                lo.truncate(8usize.saturating_sub(wgc.interface.addresses.len()));
+                let lo = localhost(&wgc.interface.addresses)?;
                 add_addresses(&mut iface, &lo)?;
                 let own: Vec<IpAddr> = wgc
                     .interface
@@ -281,6 +300,7 @@ impl<N: Nic> Stack<N> {
                     wg,
                     out: VecDeque::new(),
                     out_dropped: 0,
+                    martians: 0,
                     next_tick: std::time::Instant::now(),
                     own,
                 })
@@ -333,6 +353,7 @@ impl<N: Nic> Stack<N> {
                 .map(|t| t.wg.stats())
                 .unwrap_or_default(),
             wg_out_dropped: self.tunnel.as_ref().map_or(0, |t| t.out_dropped),
+            martians_dropped: self.dev.martians() + self.tunnel.as_ref().map_or(0, |t| t.martians),
         }
     }
 
@@ -353,6 +374,7 @@ impl<N: Nic> Stack<N> {
                 wg,
                 out,
                 out_dropped,
+                martians,
                 next_tick,
                 own,
             } = t;
@@ -372,7 +394,12 @@ impl<N: Nic> Stack<N> {
             while let Ok((data, meta)) = sock.recv() {
                 let from = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);
                 wg.receive(from, data, &mut net, &mut |p: &[u8]| {
-                    dev.rx.push_back(p.to_vec())
+                    // Localhost is only reached from inside the stack.
+                    if ip_dst(p).is_some_and(|d| d.is_loopback()) {
+                        *martians += 1;
+                    } else {
+                        dev.rx.push_back(p.to_vec())
+                    }
                 });
                 inbound += 1;
             }
@@ -411,6 +438,7 @@ impl<N: Nic> Stack<N> {
         self.dev.nic_mut().flush();
         let after = self.dev.nic().stats();
         changed
+            || self.dev.has_pending()
             || after.rx_frames != before.rx_frames
             || after.tx_frames != before.tx_frames
             || after.rx_dropped_bad != before.rx_dropped_bad
@@ -424,6 +452,10 @@ impl<N: Nic> Stack<N> {
             .wire
             .poll_delay(now, &self.wire_sockets)
             .map(std::time::Duration::from);
+        if self.dev.has_pending() {
+            // Frames looped back to ourselves wait to be received.
+            return Some(std::time::Duration::ZERO);
+        }
         if let Some(t) = &mut self.tunnel {
             let inner = t
                 .iface

@@ -320,6 +320,85 @@ fn loopback_to_our_own_addresses() {
     }
 }
 
+/// The same in plaintext mode, where the program's sockets sit on the wire's
+/// Ethernet interface: no ARP for our own addresses, no frame on the wire.
+#[test]
+fn loopback_in_plaintext_mode() {
+    let (a, _b, seen) = pair(false);
+    let data = pattern(300 << 10);
+    for to in ["10.1.0.1:7", "127.0.0.1:7", "127.0.0.1:7"] {
+        let before = seen.lock().unwrap().len();
+        echo(&a, &a, to.parse().unwrap(), &data);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            before,
+            "{to}: loopback went on the wire"
+        );
+    }
+    // And the stack still reaches its peer over the wire.
+    let (a, b, seen) = pair(false);
+    echo(&a, &b, "10.1.0.2:7".parse().unwrap(), &data);
+    assert!(seen.lock().unwrap().len() > data.len());
+}
+
+/// The Internet checksum of `b` (even length).
+fn checksum(b: &[u8]) -> u16 {
+    let mut acc: u32 = b
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// A frame from the wire for 127.0.0.1 (a martian) never reaches a listener.
+#[test]
+fn frames_from_the_wire_for_localhost_are_dropped() {
+    let (na, mut wire) = PipeNic::pair(1500, 64).unwrap();
+    let a = Net::start(
+        Box::new(na),
+        &config(1, Security::Plaintext),
+        PollConfig::default(),
+    )
+    .unwrap();
+    let _l = a.tcp_listen(7, 4, TcpOptions::default()).unwrap();
+    // A TCP SYN from 10.1.0.2 to 127.0.0.1:7, addressed to a's MAC.
+    let mut ip = vec![
+        0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10, 1, 0, 2, 127, 0, 0, 1,
+    ];
+    let ip_sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    let mut tcp = vec![
+        0x9c, 0x40, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+    // The pseudo-header: source, destination, protocol, TCP length.
+    let mut pseudo = ip[12..20].to_vec();
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let tcp_sum = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&tcp_sum.to_be_bytes());
+    let mut frame = vec![2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 1, 2, 0x08, 0x00];
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    for _ in 0..3 {
+        assert!(wire.send(&frame).unwrap());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.stats().martians_dropped < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(a.stats().martians_dropped, 3);
+    // Nothing answered them (no SYN-ACK, no RST).
+    let mut out = Vec::new();
+    wire.recv(&mut out, 64).unwrap();
+    assert!(
+        out.iter().all(|f| f.get(12..14) != Some(&[0x08, 0x00][..])),
+        "an IPv4 answer left the stack: {out:?}"
+    );
+}
+
 #[test]
 fn the_driver_thread_takes_no_signals() {
     // Signals sent to the process are the program's: a SIGTERM the kernel handed

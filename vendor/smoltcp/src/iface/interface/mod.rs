@@ -1068,6 +1068,13 @@ impl InterfaceInner {
     where
         Tx: TxToken,
     {
+        // rkt-io patch: our own addresses are never looked up on the link (no
+        // ARP/NDP for them leaves): the frame is addressed to our own hardware
+        // address, and rkt-io's device hands such frames straight back in.
+        if self.ip_addrs.iter().any(|c| c.address() == *dst_addr) {
+            return Ok((self.hardware_addr, tx_token));
+        }
+
         if self.is_broadcast(dst_addr) {
             let hardware_addr = match self.caps.medium {
                 #[cfg(feature = "medium-ethernet")]
