@@ -580,3 +580,89 @@ fn mariadb_on_the_stack_with_sysbench_behind_wireguard_go() {
     peer.stop_capture();
     no_canary(&pcap, d);
 }
+
+/// A program binds sockets to one address of the stack: a listener on 127.0.0.1
+/// is reached from inside the program and refused from the WireGuard peer; one on
+/// the tunnel address and one on 0.0.0.0 are reached from the peer; binding an
+/// address that is not ours is EADDRNOTAVAIL, and a port taken on every address
+/// (or on that address) is EADDRINUSE. python3's socket module, through libc.
+#[test]
+fn python_binds_to_one_address_behind_wireguard_go() {
+    // Debian's python3 (a pyenv shim elsewhere on PATH would be a script).
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "python3 is not installed"
+    );
+    let dir = setup("16M", "");
+    let d = dir.path();
+    let mut peer = Peer::new();
+    wg_setup(&mut peer, d, "");
+    let server = "import socket, errno\n\
+        def srv(addr):\n\
+        \x20   s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+        \x20   s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        \x20   s.bind(addr); s.listen(4); return s\n\
+        def refused(err, addr):\n\
+        \x20   s = socket.socket()\n\
+        \x20   try:\n\
+        \x20       s.bind(addr); s.listen(1)\n\
+        \x20   except OSError as e:\n\
+        \x20       assert e.errno == err, (addr, e)\n\
+        \x20   else:\n\
+        \x20       raise SystemExit(f'{addr} was bound')\n\
+        \x20   finally:\n\
+        \x20       s.close()\n\
+        lo = srv(('127.0.0.1', 7001))\n\
+        tun = srv(('10.202.0.2', 7002))\n\
+        anyl = srv(('0.0.0.0', 7003))\n\
+        refused(errno.EADDRNOTAVAIL, ('10.99.0.1', 7004))\n\
+        refused(errno.EADDRINUSE, ('0.0.0.0', 7001))\n\
+        refused(errno.EADDRINUSE, ('10.202.0.2', 7003))\n\
+        c = socket.create_connection(('127.0.0.1', 7001))\n\
+        a, _ = lo.accept(); c.sendall(b'hi'); assert a.recv(2) == b'hi'\n\
+        c.close(); a.close()\n\
+        print('ready', flush=True)\n\
+        for l in (tun, anyl):\n\
+        \x20   a, _ = l.accept(); a.sendall(b'ok:%d' % l.getsockname()[1]); a.close()\n\
+        print('served', flush=True)\n";
+    let srv = start(
+        &mut peer,
+        d,
+        &[
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            server,
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !srv.output().contains("ready") {
+        assert!(Instant::now() < deadline, "no ready: {}", srv.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = "import socket\n\
+        try:\n\
+        \x20   socket.create_connection(('10.202.0.2', 7001), timeout=20)\n\
+        \x20   raise SystemExit('127.0.0.1:7001 was reached from the peer')\n\
+        except ConnectionRefusedError:\n\
+        \x20   pass\n\
+        for p in (7002, 7003):\n\
+        \x20   s = socket.create_connection(('10.202.0.2', p), timeout=20)\n\
+        \x20   d = s.recv(16)\n\
+        \x20   assert d == b'ok:%d' % p, d\n\
+        print('peer ok')\n";
+    let o = peer.cmd("python3").args(["-c", client]).output().unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("peer ok"),
+        "peer: {} {} / server: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        srv.output()
+    );
+    let out = srv.finish(&mut peer);
+    assert!(out.contains("served"), "{out}");
+}

@@ -10,7 +10,7 @@
 //! (`WouldBlock` = EAGAIN, `ConnectionRefused`, `ConnectionReset`, `BrokenPipe`,
 //! `AddrInUse`, `NotConnected`, `TimedOut`, `InvalidInput`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
@@ -80,11 +80,46 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// aborted.
 const LINGER: Duration = Duration::from_secs(30);
 
+/// Local ports in use, each with the addresses it is bound to (`None`: every
+/// local address). Two bindings of one port conflict unless both name an
+/// address and the addresses differ.
+#[derive(Debug, Default)]
+struct Ports(HashMap<u16, Vec<Option<IpAddr>>>);
+
+impl Ports {
+    fn in_use(&self, port: u16) -> bool {
+        self.0.contains_key(&port)
+    }
+
+    /// Takes `port` on `addr`; false if that conflicts with a binding.
+    fn claim(&mut self, port: u16, addr: Option<IpAddr>) -> bool {
+        let v = self.0.entry(port).or_default();
+        if v.iter()
+            .any(|b| b.is_none() || addr.is_none() || *b == addr)
+        {
+            return false;
+        }
+        v.push(addr);
+        true
+    }
+
+    fn release(&mut self, port: u16, addr: Option<IpAddr>) {
+        if let Some(v) = self.0.get_mut(&port) {
+            if let Some(i) = v.iter().position(|b| *b == addr) {
+                v.swap_remove(i);
+            }
+            if v.is_empty() {
+                self.0.remove(&port);
+            }
+        }
+    }
+}
+
 struct Core {
     stack: Stack<Box<dyn Nic>>,
     /// Local TCP ports in use (listening or bound by a connection).
-    tcp_ports: HashSet<u16>,
-    udp_ports: HashSet<u16>,
+    tcp_ports: Ports,
+    udp_ports: Ports,
     next_port: u16,
     /// Sockets the program closed, with when: reaped once closed (or lingered).
     closing: Vec<(SocketHandle, Instant, u16)>,
@@ -100,7 +135,7 @@ impl Core {
             } else {
                 &self.tcp_ports
             };
-            if !used.contains(&p) {
+            if !used.in_use(p) {
                 return Ok(p);
             }
         }
@@ -126,7 +161,7 @@ impl Core {
             }
         });
         for p in freed {
-            self.tcp_ports.remove(&p);
+            self.tcp_ports.release(p, None);
         }
     }
 }
@@ -218,8 +253,8 @@ impl Net {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 stack,
-                tcp_ports: HashSet::new(),
-                udp_ports: HashSet::new(),
+                tcp_ports: Ports::default(),
+                udp_ports: Ports::default(),
                 next_port: 49152 + (std::process::id() % 8192) as u16,
                 closing: Vec::new(),
             }),
@@ -281,6 +316,12 @@ impl Net {
         }
     }
 
+    /// Whether `ip` is one of the stack's own addresses (where the program's
+    /// sockets live: the tunnel's in WireGuard mode; localhost included).
+    pub fn is_local_addr(&self, ip: IpAddr) -> bool {
+        local_addr(&mut self.shared.lock(), Some(ip)).is_ok_and(|a| a.is_some())
+    }
+
     /// Whether WireGuard peer `i` has completed a handshake.
     pub fn wg_has_session(&self, peer: usize) -> bool {
         self.shared
@@ -298,9 +339,25 @@ impl Net {
         backlog: usize,
         opts: TcpOptions,
     ) -> io::Result<TcpListener> {
+        self.tcp_listen_on(None, port, backlog, opts)
+    }
+
+    /// Listens for TCP connections on `port` (0: an ephemeral port) of `addr`
+    /// (one of the stack's own addresses, localhost included), or of every local
+    /// address (`None`, or an unspecified address such as 0.0.0.0 or ::).
+    /// `AddrNotAvailable` if `addr` is not ours, `AddrInUse` if the port is
+    /// taken on that address or on every address.
+    pub fn tcp_listen_on(
+        &self,
+        addr: Option<IpAddr>,
+        port: u16,
+        backlog: usize,
+        opts: TcpOptions,
+    ) -> io::Result<TcpListener> {
         let mut c = self.shared.lock();
+        let addr = local_addr(&mut c, addr)?;
         let port = if port == 0 { c.ephemeral(false)? } else { port };
-        if !c.tcp_ports.insert(port) {
+        if !c.tcp_ports.claim(port, addr) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("TCP port {port} is in use"),
@@ -308,13 +365,13 @@ impl Net {
         }
         let mut ready = Vec::new();
         for _ in 0..backlog.clamp(1, MAX_BACKLOG) {
-            match listen_socket(&mut c, port, &opts) {
+            match listen_socket(&mut c, addr, port, &opts) {
                 Ok(h) => ready.push(h),
                 Err(e) => {
                     for h in ready {
                         c.stack.app().1.remove(h);
                     }
-                    c.tcp_ports.remove(&port);
+                    c.tcp_ports.release(port, addr);
                     return Err(e);
                 }
             }
@@ -323,6 +380,7 @@ impl Net {
         self.shared.kick();
         Ok(TcpListener {
             shared: self.shared.clone(),
+            addr,
             port,
             ready,
             opts,
@@ -345,7 +403,8 @@ impl Net {
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("connect: {e}")))?;
         let h = sockets.add(s);
-        c.tcp_ports.insert(port);
+        // An ephemeral port is free on every address.
+        c.tcp_ports.claim(port, None);
         drop(c);
         self.shared.kick();
         Ok(TcpStream {
@@ -381,11 +440,18 @@ impl Net {
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {to}: {e}")))
     }
 
-    /// Binds a UDP socket to `port` (0: an ephemeral port).
+    /// Binds a UDP socket to `port` (0: an ephemeral port) of every local address.
     pub fn udp_bind(&self, port: u16) -> io::Result<UdpSocket> {
+        self.udp_bind_on(None, port)
+    }
+
+    /// Binds a UDP socket to `port` (0: an ephemeral port) of `addr`, or of every
+    /// local address (`None` or unspecified); errors as [`Net::tcp_listen_on`].
+    pub fn udp_bind_on(&self, addr: Option<IpAddr>, port: u16) -> io::Result<UdpSocket> {
         let mut c = self.shared.lock();
+        let addr = local_addr(&mut c, addr)?;
         let port = if port == 0 { c.ephemeral(true)? } else { port };
-        if !c.udp_ports.insert(port) {
+        if !c.udp_ports.claim(port, addr) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("UDP port {port} is in use"),
@@ -396,12 +462,21 @@ impl Net {
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; meta], vec![0; 256 << 10]),
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; meta], vec![0; 256 << 10]),
         );
-        s.bind(port)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bind: {e}")))?;
+        if let Err(e) = s.bind(IpListenEndpoint {
+            addr: addr.map(IpAddress::from),
+            port,
+        }) {
+            c.udp_ports.release(port, addr);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bind: {e}"),
+            ));
+        }
         let h = c.stack.app().1.add(s);
         Ok(UdpSocket {
             shared: self.shared.clone(),
             handle: h,
+            addr,
             port,
             nonblocking: false,
         })
@@ -532,6 +607,8 @@ impl Drop for Watch {
 /// A listening TCP socket.
 pub struct TcpListener {
     shared: Arc<Shared>,
+    /// The address it listens on (`None`: every local address).
+    addr: Option<IpAddr>,
     port: u16,
     /// Sockets listening (or mid-handshake) on the port.
     ready: Vec<SocketHandle>,
@@ -548,16 +625,51 @@ impl std::fmt::Debug for TcpListener {
 }
 
 /// A new socket listening on `port`, in the stack's socket set.
-fn listen_socket(c: &mut Core, port: u16, opts: &TcpOptions) -> io::Result<SocketHandle> {
+/// The address a socket binds to: `None` for every local address (asked for, or
+/// unspecified), else one of the stack's own (a v4-mapped IPv6 address as the
+/// IPv4 address it maps).
+fn local_addr(c: &mut Core, addr: Option<IpAddr>) -> io::Result<Option<IpAddr>> {
+    let Some(a) = addr.map(|a| a.to_canonical()) else {
+        return Ok(None);
+    };
+    if a.is_unspecified() {
+        return Ok(None);
+    }
+    let ours = c
+        .stack
+        .app()
+        .0
+        .ip_addrs()
+        .iter()
+        .any(|cidr| IpAddr::from(cidr.address()) == a);
+    if ours {
+        Ok(Some(a))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{a} is not an address of this stack"),
+        ))
+    }
+}
+
+fn listen_socket(
+    c: &mut Core,
+    addr: Option<IpAddr>,
+    port: u16,
+    opts: &TcpOptions,
+) -> io::Result<SocketHandle> {
     let mut s = new_tcp(opts);
-    s.listen(IpListenEndpoint { addr: None, port })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen: {e}")))?;
+    s.listen(IpListenEndpoint {
+        addr: addr.map(IpAddress::from),
+        port,
+    })
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen: {e}")))?;
     Ok(c.stack.app().1.add(s))
 }
 
 impl TcpListener {
     fn new_listener(&self, c: &mut Core) -> io::Result<SocketHandle> {
-        listen_socket(c, self.port, &self.opts)
+        listen_socket(c, self.addr, self.port, &self.opts)
     }
 
     /// The port.
@@ -643,7 +755,7 @@ impl Drop for TcpListener {
         for h in self.ready.drain(..) {
             c.stack.app().1.remove(h);
         }
-        c.tcp_ports.remove(&self.port);
+        c.tcp_ports.release(self.port, self.addr);
     }
 }
 
@@ -861,6 +973,8 @@ impl Drop for TcpStream {
 pub struct UdpSocket {
     shared: Arc<Shared>,
     handle: SocketHandle,
+    /// The address it is bound to (`None`: every local address).
+    addr: Option<IpAddr>,
     port: u16,
     nonblocking: bool,
 }
@@ -954,6 +1068,6 @@ impl Drop for UdpSocket {
     fn drop(&mut self) {
         let mut c = self.shared.lock();
         c.stack.app().1.remove(self.handle);
-        c.udp_ports.remove(&self.port);
+        c.udp_ports.release(self.port, self.addr);
     }
 }

@@ -399,6 +399,66 @@ fn frames_from_the_wire_for_localhost_are_dropped() {
     );
 }
 
+/// Sockets bound to one address of the stack: localhost only is refused to the
+/// peer and reached from inside; one port can be bound on two addresses, not on
+/// one of them and on every address; an address that is not ours is refused.
+#[test]
+fn listeners_bound_to_one_address() {
+    let (a, b, _) = pair(true);
+    let o = TcpOptions::default;
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    let mut lo = b.tcp_listen_on(ip("127.0.0.1"), 7, 4, o()).unwrap();
+    let e = a
+        .tcp_connect("10.9.0.2:7".parse().unwrap(), o())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    let mut c = b.tcp_connect("127.0.0.1:7".parse().unwrap(), o()).unwrap();
+    let (mut s, _) = lo.accept().unwrap();
+    c.write_all(b"local").unwrap();
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    while got < 5 {
+        got += s.read(&mut buf[got..]).unwrap();
+    }
+    assert_eq!(&buf, b"local");
+
+    let mut tun = b.tcp_listen_on(ip("10.9.0.2"), 7, 4, o()).unwrap();
+    for taken in [None, ip("127.0.0.1"), ip("0.0.0.0"), ip("::")] {
+        let e = b.tcp_listen_on(taken, 7, 4, o()).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse, "{taken:?}: {e}");
+    }
+    let _c2 = a.tcp_connect("10.9.0.2:7".parse().unwrap(), o()).unwrap();
+    let (_, from) = tun.accept().unwrap();
+    assert_eq!(from.ip(), ip("10.9.0.1").unwrap());
+
+    // Not ours: another tunnel address, and the underlay address (WireGuard
+    // mode: the program's sockets live in the tunnel).
+    for other in ["10.9.0.9", "10.1.0.2"] {
+        let e = b.tcp_listen_on(ip(other), 8, 4, o()).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::AddrNotAvailable, "{other}: {e}");
+        let e = b.udp_bind_on(ip(other), 8).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::AddrNotAvailable, "{other}: {e}");
+    }
+    assert!(b.is_local_addr("::ffff:10.9.0.2".parse().unwrap()));
+    assert!(!b.is_local_addr("10.9.0.9".parse().unwrap()));
+
+    // Once both are closed, every address can take the port.
+    drop((lo, tun));
+    b.tcp_listen(7, 4, o()).unwrap();
+
+    // UDP on one address: a datagram to it arrives.
+    let mut ub = b.udp_bind_on(ip("10.9.0.2"), 9001).unwrap();
+    let e = b.udp_bind(9001).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::AddrInUse);
+    let mut ua = a.udp_bind(0).unwrap();
+    ua.send_to(b"to-one", "10.9.0.2:9001".parse().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = ub.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"to-one");
+}
+
 #[test]
 fn the_driver_thread_takes_no_signals() {
     // Signals sent to the process are the program's: a SIGTERM the kernel handed

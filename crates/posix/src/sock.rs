@@ -235,9 +235,10 @@ fn lock(s: &SockDesc) -> MutexGuard<'_, SockState> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A UDP socket of the stack on `port` (0: ephemeral), non-blocking underneath.
-fn udp_bind(net: &Net, port: u16) -> SysResult<UdpSocket> {
-    let mut u = net.udp_bind(port).map_err(|e| io_errno(&e))?;
+/// A UDP socket of the stack on `port` (0: ephemeral) of `ip` (`None` or
+/// unspecified: every address), non-blocking underneath.
+fn udp_bind(net: &Net, ip: Option<IpAddr>, port: u16) -> SysResult<UdpSocket> {
+    let mut u = net.udp_bind_on(ip, port).map_err(|e| io_errno(&e))?;
     u.set_nonblocking(true);
     Ok(u)
 }
@@ -374,9 +375,8 @@ impl Runtime {
         })())
     }
 
-    /// bind(2): remembers the port (TCP listens on it at listen(2); UDP binds at
-    /// once). The stack has one set of local addresses: a socket bound to any
-    /// of them is bound to all.
+    /// bind(2): remembers the address (TCP listens on it at listen(2); UDP binds
+    /// at once). An address that is not the stack's is EADDRNOTAVAIL.
     pub fn bind(&self, fd: RawFd, addr: SocketAddr) -> Option<SysResult<()>> {
         let r = self.sock(fd)?;
         Some(r.and_then(|(d, net)| {
@@ -387,8 +387,11 @@ impl Runtime {
             if !matches!(st.kind, SockKind::Fresh) || st.bound.is_some() {
                 return Err(EINVAL);
             }
+            if !addr.ip().is_unspecified() && !net.is_local_addr(addr.ip()) {
+                return Err(libc::EADDRNOTAVAIL);
+            }
             if s.dgram {
-                let u = udp_bind(net, addr.port())?;
+                let u = udp_bind(net, Some(addr.ip()), addr.port())?;
                 st.bound = Some(SocketAddr::new(addr.ip(), u.port()));
                 st.kind = SockKind::Udp(u);
             } else {
@@ -420,6 +423,17 @@ impl Runtime {
                 .listeners
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A socket bound to one address listens there alone.
+            let ip = st.bound.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+            if let Some(ip) = ip {
+                let mut l = net
+                    .tcp_listen_on(Some(ip), port, backlog, st.opts)
+                    .map_err(|e| io_errno(&e))?;
+                l.set_nonblocking(true);
+                st.bound = Some(SocketAddr::new(ip, l.port()));
+                st.kind = SockKind::Listening(Arc::new(Mutex::new(l)));
+                return Ok(());
+            }
             // The stack listens on every address of both families at once: an
             // AF_INET and an AF_INET6 socket on one port (what servers open with
             // IPV6_V6ONLY) share the listener.
@@ -525,7 +539,7 @@ impl Runtime {
             if s.dgram {
                 let mut st = lock(s);
                 if matches!(st.kind, SockKind::Fresh) {
-                    st.kind = SockKind::Udp(udp_bind(net, 0)?);
+                    st.kind = SockKind::Udp(udp_bind(net, None, 0)?);
                 }
                 st.peer = Some(to);
                 return Ok(());
@@ -601,7 +615,7 @@ impl Runtime {
                         let mut st = lock(s);
                         if matches!(st.kind, SockKind::Fresh) {
                             // sendto on an unbound socket binds an ephemeral port.
-                            st.kind = SockKind::Udp(udp_bind(net, 0)?);
+                            st.kind = SockKind::Udp(udp_bind(net, None, 0)?);
                         }
                         let dest = to.map(unmap).or(st.peer).ok_or(libc::EDESTADDRREQ)?;
                         let SockKind::Udp(u) = &mut st.kind else {
