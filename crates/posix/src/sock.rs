@@ -387,7 +387,8 @@ impl Runtime {
             if !matches!(st.kind, SockKind::Fresh) || st.bound.is_some() {
                 return Err(EINVAL);
             }
-            if !addr.ip().is_unspecified() && !net.is_local_addr(addr.ip()) {
+            let ip = addr.ip().to_canonical();
+            if !ip.is_unspecified() && !net.is_local_addr(ip) {
                 return Err(libc::EADDRNOTAVAIL);
             }
             if s.dgram {
@@ -424,7 +425,10 @@ impl Runtime {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A socket bound to one address listens there alone.
-            let ip = st.bound.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+            let ip = st
+                .bound
+                .map(|a| a.ip())
+                .filter(|ip| !ip.to_canonical().is_unspecified());
             if let Some(ip) = ip {
                 let mut l = net
                     .tcp_listen_on(Some(ip), port, backlog, st.opts)
