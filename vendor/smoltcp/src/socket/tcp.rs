@@ -2219,11 +2219,10 @@ impl<'a> Socket<'a> {
                     );
 
                     // rkt-io patch: start a recovery (once; it repairs every hole
-                    // itself) on the third duplicate ACK, or as soon as the SACK
-                    // blocks say the first unACKed segment is lost (RFC 6675 5a).
+                    // itself) on the third duplicate ACK; the SACK blocks can
+                    // start one sooner (below, after the timers).
                     if self.recovery_point.is_none()
-                        && (self.local_rx_dup_acks == 3
-                            || self.sack_board.sacked_above(ack_number) > 2 * self.remote_mss)
+                        && self.local_rx_dup_acks == 3
                         && !matches!(self.timer, Timer::FastRetransmit)
                     {
                         self.timer.set_for_fast_retransmit();
@@ -2307,6 +2306,19 @@ impl<'a> Socket<'a> {
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
             _ => {}
+        }
+
+        // rkt-io patch: once the SACK blocks say the first unACKed segment is lost
+        // (RFC 6675 5a: more than two segments SACKed above it), start a recovery,
+        // whether or not the ACKs count as duplicates: a peer whose window moves
+        // with each ACK sends none, and a partial ACK in the same batch would
+        // have replaced a fast retransmit set above with the retransmission timer.
+        if self.recovery_point.is_none()
+            && !matches!(self.timer, Timer::FastRetransmit)
+            && self.sack_board.sacked_above(self.local_seq_no) > 2 * self.remote_mss
+        {
+            self.timer.set_for_fast_retransmit();
+            net_debug!("SACK blocks started fast retransmit");
         }
 
         // start/stop the Zero Window Probe timer.
@@ -7566,6 +7578,37 @@ mod test {
         assert_eq!(s.recovery_point, None);
         assert!(s.sack_board.is_empty());
         recv_nothing!(s, time 1030);
+    }
+
+    #[test]
+    fn test_sack_starts_recovery_when_the_window_moves_with_each_ack() {
+        let mut s = socket_established();
+        s.remote_mss = 3;
+        s.remote_has_sack = true;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        send_segments(&mut s, b"aaaBBBcccDDDeee");
+        // "aaa" is lost. The peer's window differs in each ACK, so none of them
+        // is a duplicate ACK; the SACK blocks alone say "aaa" is lost.
+        for (i, end) in [(0u16, 10), (1, 13), (2, 16)] {
+            send!(s, time 1010 + i64::from(i), TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 256 - i,
+                sack_ranges: sack_of(&[(4, end)]),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 1013, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert!(s.recovery_point.is_some());
     }
 
     #[test]
