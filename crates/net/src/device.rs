@@ -1,6 +1,7 @@
 //! Any [`Nic`] as a smoltcp `Device`.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -91,15 +92,31 @@ impl<N: Nic> SmolDevice<N> {
 #[derive(Debug)]
 pub struct Rx(Vec<u8>);
 
+/// The destination address of an IP packet, if it parses.
+pub(crate) fn ip_dst(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = p.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = p.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
 /// Whether an Ethernet frame carries an IP packet for 127.0.0.0/8 or ::1, or an
 /// ARP packet about an address in 127.0.0.0/8.
 fn frame_to_loopback(f: &[u8]) -> bool {
+    let Some(p) = f.get(ETH_HEADER..) else {
+        return false;
+    };
     match f.get(12..14) {
-        Some([0x08, 0x00]) => f.get(ETH_HEADER + 16) == Some(&127),
-        Some([0x08, 0x06]) => f.get(ETH_HEADER + 24) == Some(&127),
-        Some([0x86, 0xdd]) => f
-            .get(ETH_HEADER + 24..ETH_HEADER + 40)
-            .is_some_and(|d| d[..15].iter().all(|&b| b == 0) && d[15] == 1),
+        Some([0x08, 0x00] | [0x86, 0xdd]) => ip_dst(p).is_some_and(|d| d.is_loopback()),
+        // ARP: the target protocol address.
+        Some([0x08, 0x06]) => p.get(24) == Some(&127),
         _ => false,
     }
 }

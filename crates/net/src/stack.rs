@@ -19,7 +19,7 @@ use smoltcp::socket::udp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use crate::device::TunDevice;
+use crate::device::{TunDevice, ip_dst};
 use crate::wg::{WgStats, WgTunnel};
 use crate::wgconf::{Cidr, WgConfig};
 use crate::{Nic, NicStats, SmolDevice};
@@ -135,21 +135,6 @@ impl<N: Nic> std::fmt::Debug for Stack<N> {
             .field("nic", self.dev.nic())
             .field("wireguard", &self.tunnel.is_some())
             .finish()
-    }
-}
-
-/// The destination address of an IP packet, if it parses.
-fn ip_dst(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 => {
-            let b: [u8; 4] = p.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::from(b))
-        }
-        6 => {
-            let b: [u8; 16] = p.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::from(b))
-        }
-        _ => None,
     }
 }
 

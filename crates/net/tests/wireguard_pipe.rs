@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rktio_net::{
     Cidr, Key, Net, Nic, NicError, NicStats, PipeNic, PollConfig, Security, StackConfig,
-    TcpOptions, Tuning, WgConfig,
+    TcpOptions, TcpStream, Tuning, WgConfig,
 };
 
 /// A NIC that keeps a copy of every frame it sends.
@@ -104,6 +104,16 @@ fn pair_tuned(wireguard: bool, tuning: Tuning) -> Wires {
     let a = Net::start(Box::new(rec), &ca, PollConfig::default()).unwrap();
     let b = Net::start(Box::new(nb), &cb, PollConfig::default()).unwrap();
     (a, b, seen)
+}
+
+/// Reads exactly `n` bytes from `s`.
+fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        got += s.read(&mut buf[got..]).unwrap();
+    }
+    buf
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -267,12 +277,7 @@ fn non_blocking_connect() {
         "connected: writable, nothing to read"
     );
     s.write_all(b"hello").unwrap();
-    let mut buf = [0u8; 5];
-    let mut got = 0;
-    while got < 5 {
-        got += t.read(&mut buf[got..]).unwrap();
-    }
-    assert_eq!(&buf, b"hello");
+    assert_eq!(read_n(&mut t, 5), b"hello");
 }
 
 /// A full-duplex echo of 8 times the buffers, both receive buffers full while
@@ -416,12 +421,7 @@ fn listeners_bound_to_one_address() {
     let mut c = b.tcp_connect("127.0.0.1:7".parse().unwrap(), o()).unwrap();
     let (mut s, _) = lo.accept().unwrap();
     c.write_all(b"local").unwrap();
-    let mut buf = [0u8; 5];
-    let mut got = 0;
-    while got < 5 {
-        got += s.read(&mut buf[got..]).unwrap();
-    }
-    assert_eq!(&buf, b"local");
+    assert_eq!(read_n(&mut s, 5), b"local");
 
     let mut tun = b.tcp_listen_on(ip("10.9.0.2"), 7, 4, o()).unwrap();
     for taken in [None, ip("127.0.0.1"), ip("0.0.0.0"), ip("::")] {

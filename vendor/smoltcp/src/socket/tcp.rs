@@ -7509,15 +7509,15 @@ mod test {
 
     /// Sends `data` as segments of 3 octets and checks each one goes out.
     fn send_segments(socket: &mut TestSocket, data: &'static [u8]) {
-        let s = socket;
+        let mut s = socket;
         s.send_slice(data).unwrap();
         for (i, chunk) in data.chunks(3).enumerate() {
-            recv(s, Instant::from_millis(1000), |r| assert_eq!(r.map(|mut r| { r.control = r.control.quash_psh(); r }), Ok(TcpRepr {
+            recv!(s, time 1000, Ok(TcpRepr {
                 seq_number: LOCAL_SEQ + 1 + 3 * i,
                 ack_number: Some(REMOTE_SEQ + 1),
                 payload:    chunk,
                 ..RECV_TEMPL
-            })));
+            }));
         }
     }
 

@@ -126,16 +126,25 @@ impl Scoreboard {
     }
 
     /// Octets in holes at or after `from` that count as lost: RFC 6675's
-    /// IsLost, more than two segments of `mss` SACKed above them.
+    /// IsLost, more than two segments of `mss` SACKed above them. One pass:
+    /// `above` is what is SACKed from the end of the current hole on.
     pub(super) fn lost_from(&self, from: TcpSeqNumber, mss: usize) -> usize {
         let mut lost = 0;
         let mut at = from;
-        while let Some((s, e)) = self.hole_from(at) {
-            if self.sacked_above(e) <= 2 * mss {
-                // sacked_above only shrinks further up.
-                break;
+        let mut above = self.sacked_above(from);
+        for &(s, e) in self.ranges() {
+            if e <= at {
+                continue;
             }
-            lost += e - s;
+            if s > at {
+                // The hole [at, s): everything SACKed from s on lies above it.
+                if above <= 2 * mss {
+                    // `above` only shrinks further up.
+                    break;
+                }
+                lost += s - at;
+            }
+            above -= e - s.max(at);
             at = e;
         }
         lost
