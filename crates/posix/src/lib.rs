@@ -12,8 +12,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod exec;
 pub mod path;
 mod sock;
+pub mod syscalls;
 
 pub use sock::{EpollEvent, SockAddr, WAKE_TAG};
 
@@ -339,6 +341,12 @@ impl Runtime {
 
     fn alive(&self) -> SysResult<()> {
         if self.forked.load(Ordering::Relaxed) {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "rktio: refused a call on a sealed file or a socket of the stack in a forked child (EIO): one process per stack (docs/COMPAT.md)"
+                );
+            }
             Err(EIO)
         } else {
             Ok(())
@@ -391,6 +399,39 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The descriptors of ours, in no order.
+    pub fn our_fds(&self) -> Vec<RawFd> {
+        self.fds().keys().copied().collect()
+    }
+
+    /// For a call the stack does not serve on paths (mknod, inotify, exec, ...):
+    /// is `path` (relative to `dirfd`) ours, or a host path, and may the program
+    /// change it (`write`) under the host policy? A refusal is reported on
+    /// stderr as the policy does (`what`: "mknod of").
+    pub fn host_path_at(&self, dirfd: RawFd, path: &[u8], write: bool, what: &str) -> PathIs {
+        let abs = match self.resolve_at(dirfd, path) {
+            At::Path(p) => match self.route(&p) {
+                Route::Host(abs) => abs,
+                Route::Mount(..) => return PathIs::Ours,
+            },
+            At::Mount(..) => return PathIs::Ours,
+            At::Err(e) => return PathIs::Refused(e),
+            At::Host => {
+                // Relative to a host directory: where that directory is now.
+                let Ok(dir) = std::fs::read_link(format!("/proc/self/fd/{dirfd}")) else {
+                    return PathIs::Refused(libc::EBADF);
+                };
+                let mut d = dir.into_os_string().into_encoded_bytes();
+                d.push(b'/');
+                path::absolute(path, &d)
+            }
+        };
+        if write && let Some(e) = self.host_check(&abs, true, what) {
+            return PathIs::Refused(e);
+        }
+        PathIs::Host(abs)
     }
 
     /// Is `path` on a sealed mount?
@@ -1595,6 +1636,18 @@ impl FileRef {
             Ok(())
         }
     }
+}
+
+/// Where a path of a call the stack does not serve lies (see
+/// [`Runtime::host_path_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathIs {
+    /// On a sealed mount (or relative to a directory of ours).
+    Ours,
+    /// On the host, at this absolute path, and the policy allows the call.
+    Host(Vec<u8>),
+    /// Refused with this errno (the policy said why on stderr).
+    Refused(i32),
 }
 
 /// fcntl lock commands.

@@ -27,12 +27,32 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Held while a call runs in the stack.
-struct Busy;
+mod served;
+mod trap;
+
+/// Held while a call runs in the stack (its system calls pass, see `trap`).
+struct Busy(#[allow(dead_code)] trap::InStack);
 
 impl Drop for Busy {
     fn drop(&mut self) {
         BUSY.with(|b| b.set(false));
+    }
+}
+
+/// No call of this thread is in the stack.
+fn busy_free() -> bool {
+    !BUSY.with(Cell::get)
+}
+
+/// The runtime (after the constructor, with a configuration).
+fn runtime() -> Option<&'static Runtime> {
+    RUNTIME.get()?.as_ref()
+}
+
+/// In a child process made by the trap (fork, vfork, posix_spawn's clone).
+fn forked_child() {
+    if let Some(rt) = runtime() {
+        rt.mark_forked();
     }
 }
 
@@ -45,7 +65,7 @@ fn enter() -> Option<(&'static Runtime, Busy)> {
     if BUSY.with(|b| b.replace(true)) {
         return None;
     }
-    let g = Busy;
+    let g = Busy(trap::InStack::enter());
     let rt = RUNTIME.get()?.as_ref()?;
     Some((rt, g))
 }
@@ -78,6 +98,7 @@ fn init() -> Option<Runtime> {
 }
 
 extern "C" fn at_exit() {
+    let _in = trap::InStack::enter();
     BUSY.with(|b| b.set(true));
     if let Some(Some(rt)) = RUNTIME.get() {
         // As the kernel at exit: close the sockets, and let what they queued go
@@ -107,8 +128,17 @@ extern "C" fn constructor() {
     if BUSY.with(|b| b.replace(true)) {
         return;
     }
-    let _g = Busy;
-    RUNTIME.get_or_init(init);
+    {
+        let _g = Busy(trap::InStack::enter());
+        if RUNTIME.get_or_init(init).is_some()
+            && let Err(e) = trap::install()
+        {
+            eprintln!("rktio: cannot start: {e}");
+            std::process::exit(126);
+        }
+    }
+    // From here on the program's code runs: its system calls come to the trap.
+    trap::block();
 }
 
 #[used]
@@ -140,6 +170,8 @@ macro_rules! real {
         // SAFETY: `p` is libc's definition of this symbol, which has this C
         // signature (glibc's prototype for it on x86_64 Linux).
         let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(p) };
+        // libc's own system calls pass (the policy was applied above).
+        let _p = $crate::trap::Passing::enter();
         // SAFETY: the arguments are the caller's, passed on unchanged.
         unsafe { f($($arg),*) }
     }};
