@@ -1,6 +1,7 @@
 //! `rktio run`: start an unmodified program on the stack (LD_PRELOAD of
 //! librktio with the configuration).
 
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,7 @@ pub fn run(a: RunArgs, stats: bool) -> Result<(), Error> {
     for m in &c.mount {
         drop(rktio_posix::open_mount(m, true)?);
     }
+    check_covered(&a.program[0])?;
     let lib = std::path::absolute(preload_library()?)?;
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD")
@@ -73,4 +75,54 @@ pub fn run(a: RunArgs, stats: bool) -> Result<(), Error> {
     }
     let e = cmd.exec();
     Err(format!("{}: {e}", a.program[0]).into())
+}
+
+/// Where `program` is, as exec would find it (PATH for a bare name).
+fn locate(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Refuses a program librktio could not cover: a static executable (no dynamic
+/// loader to bring librktio in) or one for another machine. The trap refuses the
+/// same when a covered program execs one.
+fn check_covered(program: &str) -> Result<(), Error> {
+    use rktio_posix::exec::{ExecKind, exec_kind};
+    use std::io::Read;
+    let Some(mut path) = locate(program) else {
+        return Ok(()); // exec reports it missing
+    };
+    for _ in 0..2 {
+        let mut head = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                f.take(64 << 10).read_to_end(&mut head)?;
+            }
+            Err(_) => return Ok(()), // exec reports why
+        }
+        match exec_kind(&head) {
+            ExecKind::Dynamic | ExecKind::Unknown => return Ok(()),
+            ExecKind::Script(interp) => {
+                path = PathBuf::from(std::ffi::OsString::from_vec(interp));
+            }
+            ExecKind::Static => {
+                return Err(format!(
+                    "refusing to run {}: it is statically linked, and rktio run covers a program's system calls through librktio, which only the dynamic loader brings in (its calls would reach the host in the clear)",
+                    path.display()
+                )
+                .into());
+            }
+            ExecKind::Foreign => {
+                return Err(
+                    format!("refusing to run {}: not an x86-64 program", path.display()).into(),
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -91,9 +91,9 @@ fn host_fd_call(nr: i64, a: [u64; 6], fds: &[usize], errno_ours: c_int, why: &st
 #[allow(non_upper_case_globals)]
 pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
     use libc::*;
-    // SAFETY (for every call below): the program made this system call with
-    // these arguments; each goes to our libc entry point of the same contract,
-    // which reads and writes the program's memory exactly as the kernel would.
+    // SAFETY: the program made this system call with these arguments; each goes
+    // to our libc entry point of the same contract, which reads and writes the
+    // program's memory exactly as the kernel would.
     unsafe {
         match nr {
             SYS_read => cs(crate::read(i(a[0]), p(a[1]), a[2] as size_t)),
@@ -108,7 +108,13 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
             SYS_lstat => ci(crate::lstat(p(a[0]), p(a[1]))),
             SYS_fstat => ci(crate::fstat(i(a[0]), p(a[1]))),
             SYS_newfstatat => ci(crate::fstatat(i(a[0]), p(a[1]), p(a[2]), i(a[3]))),
-            SYS_statx => ci(crate::statx(i(a[0]), p(a[1]), i(a[2]), a[3] as c_uint, p(a[4]))),
+            SYS_statx => ci(crate::statx(
+                i(a[0]),
+                p(a[1]),
+                i(a[2]),
+                a[3] as c_uint,
+                p(a[4]),
+            )),
             SYS_poll => ci(crate::poll(p(a[0]), a[1] as nfds_t, i(a[2]))),
             SYS_ppoll => with_sigmask(a[3], |m| crate::ppoll(p(a[0]), a[1] as nfds_t, p(a[2]), m)),
             SYS_select => ci(crate::select(i(a[0]), p(a[1]), p(a[2]), p(a[3]), p(a[4]))),
@@ -135,8 +141,18 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
             SYS_munmap => ci(crate::munmap(p(a[0]), a[1] as size_t)),
             SYS_msync => ci(crate::msync(p(a[0]), a[1] as size_t, i(a[2]))),
             SYS_ioctl => ci(crate::ioctl(i(a[0]), a[1] as c_ulong, p(a[2]))),
-            SYS_pread64 => cs(crate::pread(i(a[0]), p(a[1]), a[2] as size_t, a[3] as off_t)),
-            SYS_pwrite64 => cs(crate::pwrite(i(a[0]), p(a[1]), a[2] as size_t, a[3] as off_t)),
+            SYS_pread64 => cs(crate::pread(
+                i(a[0]),
+                p(a[1]),
+                a[2] as size_t,
+                a[3] as off_t,
+            )),
+            SYS_pwrite64 => cs(crate::pwrite(
+                i(a[0]),
+                p(a[1]),
+                a[2] as size_t,
+                a[3] as off_t,
+            )),
             SYS_readv => cs(crate::readv(i(a[0]), p(a[1]), i(a[2]))),
             SYS_writev => cs(crate::writev(i(a[0]), p(a[1]), i(a[2]))),
             SYS_preadv => cs(crate::preadv(i(a[0]), p(a[1]), i(a[2]), a[3] as off_t)),
@@ -185,7 +201,13 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 p(a[3]),
                 a[4] as socklen_t,
             )),
-            SYS_getsockopt => ci(crate::getsockopt(i(a[0]), i(a[1]), i(a[2]), p(a[3]), p(a[4]))),
+            SYS_getsockopt => ci(crate::getsockopt(
+                i(a[0]),
+                i(a[1]),
+                i(a[2]),
+                p(a[3]),
+                p(a[4]),
+            )),
             SYS_fcntl => ci(crate::fcntl(i(a[0]), i(a[1]), a[2] as usize)),
             SYS_fsync => ci(crate::fsync(i(a[0]))),
             SYS_fdatasync => ci(crate::fdatasync(i(a[0]))),
@@ -200,13 +222,21 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 a[2] as off_t,
                 a[3] as u32,
             )),
-            SYS_fadvise64 => {
-                -i64::from(crate::posix_fadvise(i(a[0]), a[1] as off_t, a[2] as off_t, i(a[3])))
-            }
+            SYS_fadvise64 => -i64::from(crate::posix_fadvise(
+                i(a[0]),
+                a[1] as off_t,
+                a[2] as off_t,
+                i(a[3]),
+            )),
             SYS_readahead => cs(crate::readahead(i(a[0]), a[1] as off_t, a[2] as size_t)),
             SYS_truncate => ci(crate::truncate(p(a[0]), a[1] as off_t)),
             SYS_ftruncate => ci(crate::ftruncate(i(a[0]), a[1] as off_t)),
-            SYS_fallocate => ci(crate::fallocate(i(a[0]), i(a[1]), a[2] as off_t, a[3] as off_t)),
+            SYS_fallocate => ci(crate::fallocate(
+                i(a[0]),
+                i(a[1]),
+                a[2] as off_t,
+                a[3] as off_t,
+            )),
             SYS_getcwd => cwd_len(a),
             SYS_chdir => ci(crate::chdir(p(a[0]))),
             SYS_fchdir => ci(crate::fchdir(i(a[0]))),
@@ -254,15 +284,31 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                     let ms = t.tv_sec.saturating_mul(1000) + (t.tv_nsec + 999_999) / 1_000_000;
                     ms.clamp(0, i64::from(c_int::MAX)) as c_int
                 };
-                with_sigmask(a[4], |m| crate::epoll_pwait(i(a[0]), p(a[1]), i(a[2]), ms, m))
+                with_sigmask(a[4], |m| {
+                    crate::epoll_pwait(i(a[0]), p(a[1]), i(a[2]), ms, m)
+                })
             }
-            SYS_setxattr => ci(crate::setxattr(p(a[0]), p(a[1]), p(a[2]), a[3] as size_t, i(a[4]))),
-            SYS_lsetxattr => {
-                ci(crate::lsetxattr(p(a[0]), p(a[1]), p(a[2]), a[3] as size_t, i(a[4])))
-            }
-            SYS_fsetxattr => {
-                ci(crate::fsetxattr(i(a[0]), p(a[1]), p(a[2]), a[3] as size_t, i(a[4])))
-            }
+            SYS_setxattr => ci(crate::setxattr(
+                p(a[0]),
+                p(a[1]),
+                p(a[2]),
+                a[3] as size_t,
+                i(a[4]),
+            )),
+            SYS_lsetxattr => ci(crate::lsetxattr(
+                p(a[0]),
+                p(a[1]),
+                p(a[2]),
+                a[3] as size_t,
+                i(a[4]),
+            )),
+            SYS_fsetxattr => ci(crate::fsetxattr(
+                i(a[0]),
+                p(a[1]),
+                p(a[2]),
+                a[3] as size_t,
+                i(a[4]),
+            )),
             SYS_getxattr => cs(crate::getxattr(p(a[0]), p(a[1]), p(a[2]), a[3] as size_t)),
             SYS_lgetxattr => cs(crate::lgetxattr(p(a[0]), p(a[1]), p(a[2]), a[3] as size_t)),
             SYS_fgetxattr => cs(crate::fgetxattr(i(a[0]), p(a[1]), p(a[2]), a[3] as size_t)),
@@ -278,9 +324,13 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 ENOTSUP,
                 "sealed files have no extended attributes",
             ),
-            SYS_fremovexattr => {
-                host_fd_call(nr, a, &[0], ENOTSUP, "sealed files have no extended attributes")
-            }
+            SYS_fremovexattr => host_fd_call(
+                nr,
+                a,
+                &[0],
+                ENOTSUP,
+                "sealed files have no extended attributes",
+            ),
             // setxattrat, getxattrat, listxattrat, removexattrat (Linux 6.13).
             463..=466 => host_path_call(
                 nr,
@@ -338,13 +388,9 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 EINVAL,
                 "vmsplice does not reach the stack's descriptors",
             ),
-            SYS_getdents => host_fd_call(
-                nr,
-                a,
-                &[0],
-                ENOSYS,
-                "use getdents64 on sealed directories",
-            ),
+            SYS_getdents => {
+                host_fd_call(nr, a, &[0], ENOSYS, "use getdents64 on sealed directories")
+            }
             // cachestat (Linux 6.5).
             451 => host_fd_call(
                 nr,
@@ -384,7 +430,8 @@ fn with_sigmask(set: u64, f: impl FnOnce(*const libc::sigset_t) -> c_int) -> i64
     // SAFETY: a sigset_t is at least 8 bytes; the kernel reads only 8 on x86-64.
     let mut m: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: the program passed a sigset_t; its first 8 bytes are the 64 signals.
-    let bits = unsafe { std::ptr::read_unaligned(set as *const u64) } & !(1u64 << (libc::SIGSYS - 1));
+    let bits =
+        unsafe { std::ptr::read_unaligned(set as *const u64) } & !(1u64 << (libc::SIGSYS - 1));
     // SAFETY: writing the first 8 bytes of our own sigset_t.
     unsafe { std::ptr::write_unaligned((&mut m as *mut libc::sigset_t).cast::<u64>(), bits) };
     ci(f(&m))
@@ -487,7 +534,8 @@ fn open_how(a: [u64; 6]) -> i64 {
     let how: [u64; 3] = unsafe { std::ptr::read_unaligned(a[2] as *const [u64; 3]) };
     let rt = crate::runtime();
     let sealed = rt.is_some_and(|rt| {
-        rt.is_ours(i(a[0])) || path(a[1]).is_some_and(|pth| pth.first() == Some(&b'/') && rt.is_sealed_path(pth))
+        rt.is_ours(i(a[0]))
+            || path(a[1]).is_some_and(|pth| pth.first() == Some(&b'/') && rt.is_sealed_path(pth))
     });
     if how[2] != 0 && sealed {
         return refuse(
@@ -532,7 +580,8 @@ fn rename2(a: [u64; 6]) -> i64 {
     let (Some(from), Some(to)) = (path(a[1]), path(a[3])) else {
         return -i64::from(libc::EFAULT);
     };
-    let sealed = |fd: u64, pth: &[u8]| !matches!(rt.host_path_at(i(fd), pth, false, ""), PathIs::Host(_));
+    let sealed =
+        |fd: u64, pth: &[u8]| !matches!(rt.host_path_at(i(fd), pth, false, ""), PathIs::Host(_));
     if !sealed(a[0], from) && !sealed(a[2], to) {
         return host_path_call(nr, a, Some(2), 3, true, libc::EINVAL, "");
     }
@@ -568,7 +617,11 @@ fn link_at(a: [u64; 6]) -> i64 {
         return -i64::from(libc::EFAULT);
     };
     if a[4] as c_int & libc::AT_EMPTY_PATH != 0 && rt.is_ours(i(a[0])) {
-        return refuse(nr, libc::EOPNOTSUPP, "AT_EMPTY_PATH is not offered on sealed files");
+        return refuse(
+            nr,
+            libc::EOPNOTSUPP,
+            "AT_EMPTY_PATH is not offered on sealed files",
+        );
     }
     match rt.two_paths((i(a[0]), from), (i(a[2]), to), true) {
         Some(Ok(())) => 0,
@@ -628,7 +681,8 @@ fn futimes_at(a: [u64; 6]) -> i64 {
         std::ptr::null()
     } else {
         // SAFETY: futimesat(2)'s contract: two timevals.
-        let tv: [libc::timeval; 2] = unsafe { std::ptr::read_unaligned(a[2] as *const [libc::timeval; 2]) };
+        let tv: [libc::timeval; 2] =
+            unsafe { std::ptr::read_unaligned(a[2] as *const [libc::timeval; 2]) };
         for (t, v) in ts.iter_mut().zip(tv) {
             t.tv_sec = v.tv_sec;
             t.tv_nsec = v.tv_usec * 1000;
@@ -673,4 +727,3 @@ fn stat_fs(nr: i64, a: [u64; 6], fd: Option<c_int>) -> i64 {
     unsafe { std::ptr::write_unaligned(a[1] as *mut libc::statfs, out) };
     0
 }
-

@@ -348,7 +348,10 @@ pub fn install() -> Result<(), String> {
         if old.handler > 1 {
             let r = rt_sigaction(sig, Some(&wrapped(&old)), None);
             if r < 0 {
-                return Err(format!("cannot wrap the handler of signal {sig} (errno {})", -r));
+                return Err(format!(
+                    "cannot wrap the handler of signal {sig} (errno {})",
+                    -r
+                ));
             }
         }
     }
@@ -356,7 +359,14 @@ pub fn install() -> Result<(), String> {
     let unblock = SIGSYS_BIT;
     raw(
         libc::SYS_rt_sigprocmask,
-        [libc::SIG_UNBLOCK as u64, &unblock as *const u64 as u64, 0, 8, 0, 0],
+        [
+            libc::SIG_UNBLOCK as u64,
+            &unblock as *const u64 as u64,
+            0,
+            8,
+            0,
+            0,
+        ],
     );
     let r = dispatch_on();
     if r < 0 {
@@ -722,8 +732,7 @@ fn child_covered(process: bool) {
     SELECTOR.set(BLOCK);
 }
 
-const FORK_LIKE_DROPS: u64 =
-    (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_SIGHAND) as u64;
+const FORK_LIKE_DROPS: u64 = (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_SIGHAND) as u64;
 
 /// A fork: made here, the child turns dispatch on before returning to the program.
 fn fork(nr: i64, a: [u64; 6]) -> i64 {
@@ -790,8 +799,7 @@ fn clone(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
         return -i64::from(libc::EINVAL);
     };
     // SAFETY: clone with the child's stack at our start frame; the parent returns.
-    let r = unsafe { rktio_clone_raw(nr as u64, flags, sp, a[2], a[3], a[4]) };
-    r
+    unsafe { rktio_clone_raw(nr as u64, flags, sp, a[2], a[3], a[4]) }
 }
 
 fn clone3(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
@@ -803,7 +811,8 @@ fn clone3(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     let mut args = vec![0u8; size];
     // SAFETY: the program passed `size` bytes of struct clone_args.
     unsafe { std::ptr::copy_nonoverlapping(a[0] as *const u8, args.as_mut_ptr(), size) };
-    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let word =
+        |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     let mut flags = word(&args, 0);
     let (stack, stack_size) = (word(&args, 5), word(&args, 6));
     let thread = flags & libc::CLONE_THREAD as u64 != 0;
@@ -856,7 +865,14 @@ fn file_head(path: &CStr) -> Result<Vec<u8>, i64> {
     let mut buf = vec![0u8; 64 << 10];
     let n = raw(
         libc::SYS_pread64,
-        [fd as u64, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0],
+        [
+            fd as u64,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            0,
+            0,
+            0,
+        ],
     );
     raw(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
     if n < 0 {
@@ -882,7 +898,11 @@ fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) -> i64 {
     let p = unsafe { CStr::from_ptr(path as *const libc::c_char) }.to_bytes();
     let abs = if p.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
         if rt.is_ours(dirfd) {
-            return refuse(nr, libc::EACCES, "a file of a sealed mount cannot be executed");
+            return refuse(
+                nr,
+                libc::EACCES,
+                "a file of a sealed mount cannot be executed",
+            );
         }
         format!("/proc/self/fd/{dirfd}").into_bytes()
     } else {
@@ -955,7 +975,7 @@ fn covered_env(envp: u64, env: &ExecEnv) -> Vec<CString> {
     let mut out = Vec::new();
     let mut preload_rest: Option<Vec<u8>> = None;
     let mut i = 0;
-    while envp != 0 {
+    while envp != 0 && i < 1 << 16 {
         // SAFETY: execve(2)'s contract: a NULL-terminated array of C strings.
         let p = unsafe { *(envp as *const *const libc::c_char).add(i) };
         if p.is_null() {

@@ -1,0 +1,161 @@
+/* Calls that libc's interposable symbols do not cover: raw syscall(), glibc's
+ * internal calls, a thread, fork, posix_spawn file actions, code made at run
+ * time. Each prints "name: result" (errno on failure) for run_syscalls.rs. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <glob.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CANARY "RKTIO-SYSCALL-CANARY-5e2b"
+extern char **environ;
+
+static void report(const char *what, long r) {
+  if (r < 0) printf("%s: errno %d\n", what, errno);
+  else printf("%s: %ld\n", what, r);
+  fflush(stdout);
+}
+
+static void *thread_main(void *arg) {
+  (void)arg;
+  long fd = syscall(SYS_openat, AT_FDCWD, "/data/thread.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  long n = syscall(SYS_write, fd, CANARY "-thread\n", strlen(CANARY "-thread\n"));
+  syscall(SYS_close, fd);
+  return (void *)n;
+}
+
+static volatile sig_atomic_t got;
+static void on_usr1(int s) {
+  /* A handler's own system calls are covered too. */
+  long fd = syscall(SYS_openat, AT_FDCWD, "/data/handler.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd >= 0) syscall(SYS_close, fd);
+  got = s;
+}
+
+static int count_nftw;
+static int nftw_cb(const char *p, const struct stat *s, int t, struct FTW *f) {
+  (void)p; (void)s; (void)t; (void)f;
+  count_nftw++;
+  return 0;
+}
+
+int main(void) {
+  /* raw syscall(): open, write, close on a sealed path */
+  long fd = syscall(SYS_openat, AT_FDCWD, "/data/raw.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  report("raw openat", fd >= 0 ? 0 : -1);
+  report("raw write", syscall(SYS_write, fd, CANARY "\n", strlen(CANARY "\n")));
+  report("raw close", syscall(SYS_close, fd));
+
+  /* glibc's internal opendir/getdents: scandir, glob, nftw */
+  struct dirent **names;
+  int n = scandir("/data", &names, NULL, alphasort);
+  report("scandir", n);
+  glob_t g;
+  report("glob", glob("/data/*.txt", 0, NULL, &g) == 0 ? (long)g.gl_pathc : -1);
+  report("nftw", nftw("/data", nftw_cb, 8, FTW_PHYS) == 0 ? count_nftw : -1);
+
+  /* freopen on a sealed path: libc's internal open */
+  FILE *f = freopen("/data/raw.txt", "r", stdin);
+  char line[128] = "";
+  report("freopen", f && fgets(line, sizeof line, f) && strstr(line, CANARY) ? 1 : -1);
+
+  /* tmpfile: /tmp is not writable under the default policy */
+  errno = 0;
+  report("tmpfile", tmpfile() ? 1 : -1);
+
+  /* a thread whose calls are raw */
+  pthread_t t;
+  void *tr;
+  pthread_create(&t, NULL, thread_main, NULL);
+  pthread_join(t, &tr);
+  report("thread write", (long)tr);
+
+  /* a signal handler that makes system calls */
+  signal(SIGUSR1, on_usr1);
+  raise(SIGUSR1);
+  report("signal", got);
+  report("SIGSYS handler", signal(SIGSYS, on_usr1) == SIG_ERR ? -1 : 0);
+
+  /* statvfs, fchmodat, linkat, renameat2, copy_file_range, splice, preadv2 */
+  struct statvfs sv;
+  int r = statvfs("/data", &sv);
+  report("statvfs", r == 0 ? (long)sv.f_bsize : -1);
+  report("fchmodat", fchmodat(AT_FDCWD, "/data/raw.txt", 0600, 0));
+  struct stat st;
+  stat("/data/raw.txt", &st);
+  report("mode", st.st_mode & 0777);
+  report("linkat", linkat(AT_FDCWD, "/data/raw.txt", AT_FDCWD, "/data/link.txt", 0));
+  report("renameat2 noreplace", renameat2(AT_FDCWD, "/data/link.txt", AT_FDCWD, "/data/raw.txt", RENAME_NOREPLACE));
+  report("renameat2", renameat2(AT_FDCWD, "/data/link.txt", AT_FDCWD, "/data/moved.txt", RENAME_NOREPLACE));
+  int in = open("/data/raw.txt", O_RDONLY);
+  int out = open("/data/copy.txt", O_CREAT | O_WRONLY, 0644);
+  report("copy_file_range", copy_file_range(in, NULL, out, NULL, 10, 0));
+  int pfd[2];
+  pipe(pfd);
+  report("splice", splice(in, NULL, pfd[1], NULL, 10, 0));
+  char buf[16] = "";
+  struct iovec iov = {buf, 6};
+  report("preadv2", preadv2(in, &iov, 1, 0, 0));
+  report("preadv2 bytes", memcmp(buf, "RKTIO-", 6) == 0 ? 1 : -1);
+
+  /* mkfifo with a relative path under a virtual working directory */
+  chdir("/data");
+  report("mkfifo", mkfifo("fifo", 0600));
+  report("relative open", open("raw.txt", O_RDONLY) >= 0 ? 1 : -1);
+
+  /* code made at run time: openat + write + close as machine code */
+  unsigned char code[] = {
+      0x48, 0xc7, 0xc0, 0x01, 0x01, 0x00, 0x00, /* mov rax, 257 (openat) */
+      0x0f, 0x05,                               /* syscall */
+      0xc3,                                     /* ret */
+  };
+  void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  memcpy(page, code, sizeof code);
+  mprotect(page, 4096, PROT_READ | PROT_EXEC);
+  long (*jit)(long, const char *, long, long) = (long (*)(long, const char *, long, long))page;
+  long jfd = jit(AT_FDCWD, "/data/jit.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  report("jit openat", jfd >= 0 ? 0 : jfd);
+  report("jit write", write(jfd, CANARY "-jit\n", strlen(CANARY "-jit\n")));
+  close(jfd);
+
+  /* fork: the child's raw calls are still covered (a forked child may not use
+   * the parent's mount: EIO) */
+  pid_t pid = fork();
+  if (pid == 0) {
+    long c = syscall(SYS_openat, AT_FDCWD, "/data/child.txt", O_CREAT | O_WRONLY, 0644);
+    _exit(c < 0 ? (errno == EIO ? 5 : 6) : 7);
+  }
+  int ws;
+  waitpid(pid, &ws, 0);
+  report("fork child", WEXITSTATUS(ws));
+
+  /* posix_spawn with a file action on a sealed path */
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/data/spawned.txt", O_CREAT | O_WRONLY, 0644);
+  char *argv[] = {"/bin/echo", CANARY "-spawn", NULL};
+  int e = posix_spawn(&pid, "/bin/echo", &fa, NULL, argv, environ);
+  if (e == 0) waitpid(pid, &ws, 0);
+  report("spawn file action", e == 0 ? WEXITSTATUS(ws) : -e);
+
+  /* a plain spawn works */
+  char *argv2[] = {"/bin/true", NULL};
+  e = posix_spawn(&pid, "/bin/true", NULL, NULL, argv2, environ);
+  if (e == 0) waitpid(pid, &ws, 0);
+  report("spawn", e == 0 ? WEXITSTATUS(ws) : -e);
+  return 0;
+}
