@@ -2735,7 +2735,9 @@ fn mixed_epoll_wait(
         } else {
             match remaining {
                 None => -1,
-                Some(r) => c_int::try_from(r.as_millis().div_ceil(1).min(i32::MAX as u128))
+                // Rounded up, as the kernel does: rounding down would turn the
+                // last part of a millisecond into a busy loop of zero timeouts.
+                Some(r) => c_int::try_from(r.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128))
                     .unwrap_or(i32::MAX),
             }
         };

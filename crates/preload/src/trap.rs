@@ -20,7 +20,8 @@
 //!   program. `vfork` and `CLONE_VM` children that are not threads (posix_spawn)
 //!   become forks: a child sharing the parent's memory and thread state would
 //!   also share its stack.
-//! - SIGSYS stays ours: the program may not handle, block or wait for it.
+//! - SIGSYS stays ours: the program's action for it is kept aside (it serves a
+//!   SIGSYS another process sends), and it is never blocked.
 //! - A signal that arrives while the stack's code runs (it may hold a lock the
 //!   program's handler would need) is held and delivered as the stack returns to
 //!   the program; one that arrives while a host call is passed on (no lock held)
@@ -405,9 +406,19 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
     if code != SYS_USER_DISPATCH || ctx.is_null() {
-        // A SIGSYS somebody sent: the program cannot have asked for one.
+        // A SIGSYS somebody sent (kill, raise): the program's, if it handles it.
+        // (While the stack's own code runs it is dropped.)
+        if ACTIONS[libc::SIGSYS as usize]
+            .handler
+            .load(Ordering::Acquire)
+            > 1
+            && (prev == BLOCK || was_passing)
+        {
+            SELECTOR.set(BLOCK);
+            call_handler(libc::SIGSYS, info, ctx);
+        }
         PASSING.set(was_passing);
-        leave(prev);
+        SELECTOR.set(prev);
         return;
     }
     // SAFETY: the kernel passes this thread's saved context; nothing else
@@ -585,14 +596,7 @@ fn trapped(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
         libc::SYS_execve => execve(libc::AT_FDCWD, a[0], a[1], a[2], 0),
         libc::SYS_execveat => execve(a[0] as i32, a[1], a[2], a[3], a[4] as i32),
         libc::SYS_rt_sigaction => sigaction(a),
-        libc::SYS_rt_sigprocmask => {
-            // SIG_BLOCK and SIG_SETMASK may not take SIGSYS.
-            if a[1] != 0 && a[0] != libc::SIG_UNBLOCK as u64 {
-                with_mask(a[1], |m| pass(nr, [a[0], m, a[2], a[3], 0, 0]))
-            } else {
-                pass(nr, a)
-            }
-        }
+        libc::SYS_rt_sigprocmask => sigprocmask(a, uc),
         libc::SYS_rt_sigsuspend => with_mask(a[0], |m| pass(nr, [m, a[1], 0, 0, 0, 0])),
         libc::SYS_rt_sigtimedwait => with_mask(a[0], |m| pass(nr, [m, a[1], a[2], a[3], 0, 0])),
         libc::SYS_signalfd | libc::SYS_signalfd4 => {
@@ -626,6 +630,40 @@ fn trapped(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     }
 }
 
+/// rt_sigprocmask: the mask the program runs with is the one the kernel puts
+/// back when this handler returns (`uc_sigmask`), so that is the one to change;
+/// SIGSYS (and SIGKILL, SIGSTOP) are never blocked.
+fn sigprocmask(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
+    if a[3] != 8 {
+        return -i64::from(libc::EINVAL);
+    }
+    let mask_at = (&mut uc.uc_sigmask as *mut libc::sigset_t).cast::<u64>();
+    // SAFETY: the first 8 bytes of the saved sigset_t are signals 1 to 64.
+    let cur = unsafe { std::ptr::read_unaligned(mask_at) };
+    let new = if a[1] == 0 {
+        None
+    } else {
+        // SAFETY: the program passed a sigset_t of 8 bytes (checked above).
+        let set = unsafe { std::ptr::read_unaligned(a[1] as *const u64) };
+        match a[0] as c_int {
+            libc::SIG_BLOCK => Some(cur | set),
+            libc::SIG_UNBLOCK => Some(cur & !set),
+            libc::SIG_SETMASK => Some(set),
+            _ => return -i64::from(libc::EINVAL),
+        }
+    };
+    if a[2] != 0 {
+        // SAFETY: the program gave room for the old set (8 bytes, as the kernel writes).
+        unsafe { std::ptr::write_unaligned(a[2] as *mut u64, cur) };
+    }
+    if let Some(m) = new {
+        let never = SIGSYS_BIT | 1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1);
+        // SAFETY: as above, our own saved context.
+        unsafe { std::ptr::write_unaligned(mask_at, m & !never) };
+    }
+    0
+}
+
 /// Runs `f` with a copy of the signal set at `set` that leaves SIGSYS out (0
 /// for no set).
 fn with_mask(set: u64, f: impl FnOnce(u64) -> i64) -> i64 {
@@ -646,20 +684,6 @@ fn sigaction(a: [u64; 6]) -> i64 {
         return -i64::from(libc::EINVAL);
     }
     let sig = sig as c_int;
-    if sig == libc::SIGSYS {
-        if new != 0 {
-            return refuse(
-                nr,
-                libc::EINVAL,
-                "SIGSYS is how the stack sees the program's system calls: the program may not handle it",
-            );
-        }
-        if old != 0 {
-            // SAFETY: the program gave room for a struct sigaction.
-            unsafe { std::ptr::write_unaligned(old as *mut KSigaction, KSigaction::default()) };
-        }
-        return 0;
-    }
     if matches!(sig, libc::SIGKILL | libc::SIGSTOP) {
         return pass(nr, a);
     }
@@ -670,7 +694,16 @@ fn sigaction(a: [u64; 6]) -> i64 {
         restorer: slot.restorer.load(Ordering::Relaxed),
         mask: slot.mask.load(Ordering::Relaxed),
     };
-    if new != 0 {
+    if new != 0 && sig == libc::SIGSYS {
+        // The kernel keeps ours (it is how the stack sees the program's calls);
+        // the program's action serves SIGSYS that others send (on_sigsys).
+        // SAFETY: the program passed a struct sigaction (kernel layout).
+        let n: KSigaction = unsafe { std::ptr::read_unaligned(new as *const KSigaction) };
+        slot.flags.store(n.flags, Ordering::Relaxed);
+        slot.restorer.store(n.restorer, Ordering::Relaxed);
+        slot.mask.store(n.mask, Ordering::Relaxed);
+        slot.handler.store(n.handler, Ordering::Release);
+    } else if new != 0 {
         // SAFETY: the program passed a struct sigaction (kernel layout).
         let n: KSigaction = unsafe { std::ptr::read_unaligned(new as *const KSigaction) };
         let kernel = if n.handler > 1 {

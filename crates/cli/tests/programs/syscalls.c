@@ -88,7 +88,18 @@ int main(void) {
   signal(SIGUSR1, on_usr1);
   raise(SIGUSR1);
   report("signal", got);
+  got = 0;
   report("SIGSYS handler", signal(SIGSYS, on_usr1) == SIG_ERR ? -1 : 0);
+  raise(SIGSYS);
+  report("SIGSYS raised", got);
+  /* a mask the program sets holds (and never takes SIGSYS) */
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  sigaddset(&set, SIGSYS);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  sigprocmask(SIG_BLOCK, NULL, &old);
+  report("mask", (sigismember(&old, SIGUSR2) ? 1 : 0) + (sigismember(&old, SIGSYS) ? 2 : 0));
 
   /* statvfs, fchmodat, linkat, renameat2, copy_file_range, splice, preadv2 */
   struct statvfs sv;
