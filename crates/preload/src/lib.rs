@@ -111,7 +111,7 @@ extern "C" fn at_exit() {
         }
         let _ = rt.sync_all();
         if rt.print_stats {
-            eprint!("{}", rt.report());
+            eprint!("{}{}", trap::report(), rt.report());
         }
     }
 }

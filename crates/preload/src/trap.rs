@@ -555,6 +555,34 @@ fn deliver_pending() {
 
 static REPORTED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
+/// Trapped calls by number (0..512; the rest in the last slot).
+static TRAPPED: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
+
+/// The stats line: how many calls came through the trap, the most frequent first.
+pub fn report() -> String {
+    let mut by: Vec<(u64, usize)> = TRAPPED
+        .iter()
+        .enumerate()
+        .map(|(nr, c)| (c.load(Ordering::Relaxed), nr))
+        .filter(|&(c, _)| c > 0)
+        .collect();
+    by.sort_unstable_by(|a, b| b.cmp(a));
+    let total: u64 = by.iter().map(|&(c, _)| c).sum();
+    let top: Vec<String> = by
+        .iter()
+        .take(8)
+        .map(|&(c, nr)| format!("{} {c}", syscalls::name(nr as i64)))
+        .collect();
+    format!(
+        "rktio stats: system calls through the trap: {total} ({})\n",
+        if top.is_empty() {
+            "none".to_owned()
+        } else {
+            top.join(", ")
+        }
+    )
+}
+
 /// A refused call: -errno, and one line on stderr (once per call and process).
 pub fn refuse(nr: i64, errno: i32, why: &str) -> i64 {
     let i = usize::try_from(nr).unwrap_or(usize::MAX);
@@ -580,6 +608,7 @@ pub fn pass(nr: i64, a: [u64; 6]) -> i64 {
 }
 
 fn dispatch(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
+    TRAPPED[usize::try_from(nr).unwrap_or(511).min(511)].fetch_add(1, Ordering::Relaxed);
     match syscalls::route(nr) {
         Route::Host => pass(nr, a),
         Route::Refused(e) => refuse(nr, e, "not offered on the stack"),
