@@ -4,7 +4,15 @@
 use std::collections::BTreeSet;
 
 fn exported() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs")).unwrap();
+    // Every source file of the library: the entry points live one file per family.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+    let mut src = String::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            src.push_str(&std::fs::read_to_string(&p).unwrap());
+        }
+    }
     let mut out = BTreeSet::new();
     let key = "pub unsafe extern \"C\" fn ";
     for (i, _) in src.match_indices(key) {
