@@ -77,6 +77,7 @@ fn raw_and_libc_internal_calls_reach_the_stack() {
         "tmpfile: errno 13",
         &format!("thread write: {}", CANARY.len() + 8),
         "signal: 10",
+        "resethand: 1",
         // The program's SIGSYS action serves SIGSYS that is sent; the kernel's
         // stays the stack's. A mask the program sets holds, without SIGSYS.
         "SIGSYS handler: 0",

@@ -369,6 +369,25 @@ pub fn install() -> Result<(), String> {
             0,
         ],
     );
+    // Dispatch is per thread and reaches only the threads that turn it on: a
+    // thread some library started before this constructor would run uncovered.
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| format!("cannot list this process's threads: {e}"))?
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    if threads.len() > 1 {
+        return Err(format!(
+            "{} threads run already (started before librktio's constructor: {}); their system calls could not be covered",
+            threads.len(),
+            threads.join(", ")
+        ));
+    }
     let r = dispatch_on();
     if r < 0 {
         return Err(format!(
@@ -445,6 +464,11 @@ fn call_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let a = &ACTIONS[sig as usize];
     let h = a.handler.load(Ordering::Acquire);
     let flags = a.flags.load(Ordering::Relaxed);
+    if h > 1 && flags & libc::SA_RESETHAND as u64 != 0 {
+        // SA_RESETHAND: the kernel set its action back to the default as it
+        // delivered the signal; so does the program's table.
+        a.handler.store(0, Ordering::Release);
+    }
     match h {
         0 => {
             // Changed to the default while the signal was held: raise it again,

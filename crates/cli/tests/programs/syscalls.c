@@ -46,6 +46,8 @@ static void on_usr1(int s) {
   got = s;
 }
 
+static void on_plain(int s) { got = s; }
+
 static int count_nftw;
 static int nftw_cb(const char *p, const struct stat *s, int t, struct FTW *f) {
   (void)p; (void)s; (void)t; (void)f;
@@ -88,6 +90,16 @@ int main(void) {
   signal(SIGUSR1, on_usr1);
   raise(SIGUSR1);
   report("signal", got);
+  /* SA_RESETHAND: the action is the default again once the handler ran */
+  struct sigaction sa, q;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_plain;
+  sa.sa_flags = SA_RESETHAND;
+  got = 0;
+  sigaction(SIGHUP, &sa, NULL);
+  raise(SIGHUP);
+  sigaction(SIGHUP, NULL, &q);
+  report("resethand", got == SIGHUP && q.sa_handler == SIG_DFL ? 1 : -1);
   got = 0;
   report("SIGSYS handler", signal(SIGSYS, on_usr1) == SIG_ERR ? -1 : 0);
   raise(SIGSYS);
