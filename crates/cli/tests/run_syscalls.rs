@@ -17,8 +17,14 @@ const CANARY: &str = "RKTIO-SYSCALL-CANARY-5e2b";
 /// Builds tests/programs/syscalls.c into `dir` (not the test's own directory:
 /// the binary holds the canary).
 fn cc(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    build(dir, "syscalls.c", name, extra)
+}
+
+fn build(dir: &Path, source: &str, name: &str, extra: &[&str]) -> PathBuf {
     need("gcc");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/syscalls.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source);
     let out = dir.join(name);
     let o = Command::new("gcc")
         .args(["-O1", "-pthread"])
@@ -198,4 +204,25 @@ fn static_programs_are_refused() {
     assert!(text(&o).contains("raw openat: 0"), "{}", text(&o));
     let o = rktio(d, &["disk", "ls", "d.img", "--key-file", "k", "/"], None);
     assert!(text(&o).contains("raw.txt"), "{}", text(&o));
+}
+
+#[test]
+fn a_fault_in_the_stack_stops_the_program_with_a_line() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let bin = tempfile::tempdir_in("/var/tmp").unwrap();
+    let prog = build(bin.path(), "fault.c", "fault", &[]);
+    let o = rktio(d, &["run", "--", prog.to_str().unwrap()], None);
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc_sigsegv()), "{t}");
+    assert!(t.contains("a fault in the stack's code"), "{t}");
+    // Its SIGSEGV handler did not run (it would have jumped out of the stack
+    // mid-call), and nothing after it did.
+    assert!(!t.contains("jumped out") && !t.contains("after:"), "{t}");
+    assert!(!d.join("data").exists() && !Path::new("/data/after").exists());
+}
+
+fn libc_sigsegv() -> i32 {
+    11
 }

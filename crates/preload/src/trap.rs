@@ -516,6 +516,27 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
         PENDING.set(PENDING.get() | 1 << (sig - 1));
         return;
     }
+    if sel == ALLOW && ON.load(Ordering::Relaxed) && !passing {
+        // A fault in the stack's own code while it served the program (a bad
+        // address passed to a call, where Linux would answer EFAULT). The
+        // program's handler may not run here: were it to jump out, the stack's
+        // locks and state would stay as they are mid-call. Stop, as an
+        // unhandled fault would: the default action, once this returns and the
+        // instruction faults again.
+        let msg = b"rktio: a fault in the stack's code while it served a system call of the program (a bad address passed to it?); stopping\n";
+        raw(
+            libc::SYS_write,
+            [2, msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0],
+        );
+        let dfl = KSigaction {
+            handler: 0,
+            flags: SA_RESTORER as u64,
+            restorer: rktio_gate_start as *const () as u64,
+            mask: 0,
+        };
+        rt_sigaction(sig, Some(&dfl), None);
+        return;
+    }
     if sel == ALLOW {
         SELECTOR.set(BLOCK);
         PASSING.set(false);
