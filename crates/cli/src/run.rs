@@ -1,7 +1,7 @@
 //! `rktio run`: start an unmodified program on the stack (LD_PRELOAD of
 //! librktio with the configuration).
 
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -92,37 +92,33 @@ fn locate(program: &str) -> Option<PathBuf> {
 /// loader to bring librktio in) or one for another machine. The trap refuses the
 /// same when a covered program execs one.
 fn check_covered(program: &str) -> Result<(), Error> {
-    use rktio_posix::exec::{ExecKind, exec_kind};
+    use rktio_posix::exec::{Verdict, verdict};
     use std::io::Read;
-    let Some(mut path) = locate(program) else {
+    let Some(path) = locate(program) else {
         return Ok(()); // exec reports it missing
     };
-    for _ in 0..2 {
-        let mut head = Vec::new();
-        match std::fs::File::open(&path) {
-            Ok(f) => {
-                f.take(64 << 10).read_to_end(&mut head)?;
-            }
-            Err(_) => return Ok(()), // exec reports why
-        }
-        match exec_kind(&head) {
-            ExecKind::Dynamic | ExecKind::Unknown => return Ok(()),
-            ExecKind::Script(interp) => {
-                path = PathBuf::from(std::ffi::OsString::from_vec(interp));
-            }
-            ExecKind::Static => {
-                return Err(format!(
-                    "refusing to run {}: it is statically linked, and rktio run covers a program's system calls through librktio, which only the dynamic loader brings in (its calls would reach the host in the clear)",
-                    path.display()
-                )
-                .into());
-            }
-            ExecKind::Foreign => {
-                return Err(
-                    format!("refusing to run {}: not an x86-64 program", path.display()).into(),
-                );
-            }
+    let head = |p: &[u8]| -> std::io::Result<Vec<u8>> {
+        let mut h = Vec::new();
+        std::fs::File::open(std::ffi::OsStr::from_bytes(p))?
+            .take(64 << 10)
+            .read_to_end(&mut h)?;
+        Ok(h)
+    };
+    let show = |p: Vec<u8>| {
+        PathBuf::from(std::ffi::OsString::from_vec(p))
+            .display()
+            .to_string()
+    };
+    match verdict(path.as_os_str().as_bytes(), head) {
+        // exec reports what it cannot read or run
+        Err(_) | Ok(Verdict::Covered | Verdict::NotExecutable) => Ok(()),
+        Ok(Verdict::Static(p)) => Err(format!(
+            "refusing to run {}: it is statically linked, and rktio run covers a program's system calls through librktio, which only the dynamic loader brings in (its calls would reach the host in the clear)",
+            show(p)
+        )
+        .into()),
+        Ok(Verdict::Foreign(p)) => {
+            Err(format!("refusing to run {}: not an x86-64 program", show(p)).into())
         }
     }
-    Ok(())
 }

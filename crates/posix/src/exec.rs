@@ -93,6 +93,42 @@ pub fn exec_kind(head: &[u8]) -> ExecKind {
     ExecKind::Static
 }
 
+/// Whether exec of a program would run covered by librktio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A dynamic program, or a script whose interpreter chain ends in one.
+    Covered,
+    /// This file (the program, or an interpreter) is statically linked.
+    Static(Vec<u8>),
+    /// This file is for another machine.
+    Foreign(Vec<u8>),
+    /// Not something exec runs (the kernel answers ENOEXEC), or a chain of
+    /// interpreters longer than the kernel follows.
+    NotExecutable,
+}
+
+/// The kernel follows `#!` at most this deep (BINPRM_MAX_RECURSION).
+const MAX_INTERPRETERS: usize = 4;
+
+/// Follows `path` through its `#!` interpreters, reading each file's first
+/// bytes with `head`, to what exec would run.
+pub fn verdict<E>(
+    path: &[u8],
+    mut head: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Verdict, E> {
+    let mut what = path.to_vec();
+    for _ in 0..=MAX_INTERPRETERS {
+        match exec_kind(&head(&what)?) {
+            ExecKind::Dynamic => return Ok(Verdict::Covered),
+            ExecKind::Script(interp) => what = interp,
+            ExecKind::Static => return Ok(Verdict::Static(what)),
+            ExecKind::Foreign => return Ok(Verdict::Foreign(what)),
+            ExecKind::Unknown => return Ok(Verdict::NotExecutable),
+        }
+    }
+    Ok(Verdict::NotExecutable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +167,30 @@ mod tests {
         let mut h = sh;
         h[56..58].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(exec_kind(&h), ExecKind::Static);
+    }
+
+    #[test]
+    fn interpreter_chains() {
+        let files = |p: &[u8]| -> Result<Vec<u8>, ()> {
+            Ok(match p {
+                b"/s1" => b"#!/s2\n".to_vec(),
+                b"/s2" => b"#!/static\n".to_vec(),
+                b"/loop" => b"#!/loop\n".to_vec(),
+                b"/dyn" => b"#!/bin/sh\n".to_vec(),
+                b"/static" => {
+                    let mut h = head("/bin/sh");
+                    h[56..58].copy_from_slice(&0u16.to_le_bytes());
+                    h
+                }
+                _ => head(std::str::from_utf8(p).map_err(|_| ())?),
+            })
+        };
+        assert_eq!(verdict(b"/bin/sh", files), Ok(Verdict::Covered));
+        assert_eq!(verdict(b"/dyn", files), Ok(Verdict::Covered));
+        assert_eq!(
+            verdict(b"/s1", files),
+            Ok(Verdict::Static(b"/static".to_vec()))
+        );
+        assert_eq!(verdict(b"/loop", files), Ok(Verdict::NotExecutable));
     }
 }

@@ -424,17 +424,10 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
 
 /// Runs `f` with a copy of the mask at `set` that leaves SIGSYS out.
 fn with_sigmask(set: u64, f: impl FnOnce(*const libc::sigset_t) -> c_int) -> i64 {
-    if set == 0 {
-        return ci(f(std::ptr::null()));
+    match crate::trap::without_sigsys(set) {
+        None => ci(f(std::ptr::null())),
+        Some(m) => ci(f(&m)),
     }
-    // SAFETY: a sigset_t is at least 8 bytes; the kernel reads only 8 on x86-64.
-    let mut m: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the program passed a sigset_t; its first 8 bytes are the 64 signals.
-    let bits =
-        unsafe { std::ptr::read_unaligned(set as *const u64) } & !(1u64 << (libc::SIGSYS - 1));
-    // SAFETY: writing the first 8 bytes of our own sigset_t.
-    unsafe { std::ptr::write_unaligned((&mut m as *mut libc::sigset_t).cast::<u64>(), bits) };
-    ci(f(&m))
 }
 
 fn cwd_len(a: [u64; 6]) -> i64 {

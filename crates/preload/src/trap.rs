@@ -34,7 +34,7 @@ use std::ffi::{CStr, CString, c_int, c_void};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rktio_posix::exec::{ExecKind, exec_kind};
+use rktio_posix::exec::{Verdict, verdict};
 use rktio_posix::syscalls::{self, Route};
 
 /// The selector's values (`SYSCALL_DISPATCH_FILTER_*`).
@@ -738,17 +738,29 @@ fn sigprocmask(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     0
 }
 
+/// A copy of the program's signal set at `set` without SIGSYS (None for no
+/// set): a whole sigset_t, for libc calls that read all of it.
+pub fn without_sigsys(set: u64) -> Option<libc::sigset_t> {
+    if set == 0 {
+        return None;
+    }
+    // SAFETY: a sigset_t is plain data; all zeroes is the empty set.
+    let mut m: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the program passed a sigset_t: its first 8 bytes are the 64
+    // signals (the kernel reads no more on x86-64); read unaligned, as given.
+    let bits = unsafe { std::ptr::read_unaligned(set as *const u64) } & !SIGSYS_BIT;
+    // SAFETY: writing the first 8 bytes of our own sigset_t.
+    unsafe { std::ptr::write_unaligned((&mut m as *mut libc::sigset_t).cast::<u64>(), bits) };
+    Some(m)
+}
+
 /// Runs `f` with a copy of the signal set at `set` that leaves SIGSYS out (0
 /// for no set).
 fn with_mask(set: u64, f: impl FnOnce(u64) -> i64) -> i64 {
-    if set == 0 {
-        return f(0);
+    match without_sigsys(set) {
+        None => f(0),
+        Some(m) => f(&m as *const libc::sigset_t as u64),
     }
-    // SAFETY: the program passed a sigset_t (its first 8 bytes are the 64
-    // signals; the kernel takes no more on x86-64); read unaligned, as given.
-    let mut m = unsafe { std::ptr::read_unaligned(set as *const u64) };
-    m &= !SIGSYS_BIT;
-    f(&m as *const u64 as u64)
 }
 
 fn sigaction(a: [u64; 6]) -> i64 {
@@ -883,23 +895,33 @@ fn clone_child(top: u64, flags: u64, uc: &libc::ucontext_t) -> Option<u64> {
     Some(at)
 }
 
-fn clone(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
-    let nr = libc::SYS_clone;
-    let mut flags = a[0];
-    let thread = flags & libc::CLONE_THREAD as u64 != 0;
-    if !thread {
-        flags &= !FORK_LIKE_DROPS;
-    } else if flags & libc::CLONE_SETTLS as u64 == 0 {
-        return refuse(
+/// The flags a clone or clone3 is made with, and whether it makes a thread: a
+/// process (not a thread) is a fork, so it drops CLONE_VM and what needs it; a
+/// thread needs its own TLS and stack to be covered. Err: the refusal.
+fn clone_flags(nr: i64, flags: u64, has_stack: bool) -> Result<(u64, bool), i64> {
+    if flags & libc::CLONE_THREAD as u64 == 0 {
+        return Ok((flags & !FORK_LIKE_DROPS, false));
+    }
+    if flags & libc::CLONE_SETTLS as u64 == 0 {
+        return Err(refuse(
             nr,
             libc::EINVAL,
             "a thread without its own TLS (CLONE_SETTLS) cannot be covered",
-        );
+        ));
     }
-    if a[1] == 0 {
-        if thread {
-            return refuse(nr, libc::EINVAL, "a thread needs its own stack");
-        }
+    if !has_stack {
+        return Err(refuse(nr, libc::EINVAL, "a thread needs its own stack"));
+    }
+    Ok((flags, true))
+}
+
+fn clone(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
+    let nr = libc::SYS_clone;
+    let (flags, thread) = match clone_flags(nr, a[0], a[1] != 0) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    if !thread && a[1] == 0 {
         return fork(nr, [flags, 0, a[2], a[3], a[4], 0]);
     }
     let Some(sp) = clone_child(a[1], flags, uc) else {
@@ -920,23 +942,13 @@ fn clone3(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     unsafe { std::ptr::copy_nonoverlapping(a[0] as *const u8, args.as_mut_ptr(), size) };
     let word =
         |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    let mut flags = word(&args, 0);
     let (stack, stack_size) = (word(&args, 5), word(&args, 6));
-    let thread = flags & libc::CLONE_THREAD as u64 != 0;
-    if !thread {
-        flags &= !FORK_LIKE_DROPS;
-    } else if flags & libc::CLONE_SETTLS as u64 == 0 {
-        return refuse(
-            nr,
-            libc::EINVAL,
-            "a thread without its own TLS (CLONE_SETTLS) cannot be covered",
-        );
-    }
+    let (flags, thread) = match clone_flags(nr, word(&args, 0), stack != 0) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
     args[..8].copy_from_slice(&flags.to_le_bytes());
-    if stack == 0 {
-        if thread {
-            return refuse(nr, libc::EINVAL, "a thread needs its own stack");
-        }
+    if !thread && stack == 0 {
         return fork(nr, [args.as_ptr() as u64, size as u64, 0, 0, 0, 0]);
     }
     let Some(top) = stack.checked_add(stack_size) else {
@@ -1029,33 +1041,28 @@ fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) -> i64 {
         return -i64::from(libc::EINVAL);
     };
     // The new program must be one librktio can cover.
-    let mut what = abs.clone();
-    for _ in 0..2 {
-        let head = match file_head(&what) {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
-        match exec_kind(&head) {
-            ExecKind::Dynamic => break,
-            ExecKind::Script(interp) => match CString::new(interp) {
-                Ok(i) => what = i,
-                Err(_) => return -i64::from(libc::ENOEXEC),
-            },
-            ExecKind::Static => {
-                eprintln!(
-                    "rktio: refused exec of {}: a statically linked program; rktio run covers a program through librktio, which only the dynamic loader brings in",
-                    what.to_string_lossy()
-                );
-                return -i64::from(libc::EACCES);
-            }
-            ExecKind::Foreign => {
-                eprintln!(
-                    "rktio: refused exec of {}: not an x86-64 program",
-                    what.to_string_lossy()
-                );
-                return -i64::from(libc::EACCES);
-            }
-            ExecKind::Unknown => return -i64::from(libc::ENOEXEC),
+    let head = |p: &[u8]| {
+        CString::new(p)
+            .map_err(|_| -i64::from(libc::ENOENT))
+            .and_then(|c| file_head(&c))
+    };
+    match verdict(abs.as_bytes(), head) {
+        Err(e) => return e,
+        Ok(Verdict::Covered) => {}
+        Ok(Verdict::NotExecutable) => return -i64::from(libc::ENOEXEC),
+        Ok(Verdict::Static(p)) => {
+            eprintln!(
+                "rktio: refused exec of {}: a statically linked program; rktio run covers a program through librktio, which only the dynamic loader brings in",
+                String::from_utf8_lossy(&p)
+            );
+            return -i64::from(libc::EACCES);
+        }
+        Ok(Verdict::Foreign(p)) => {
+            eprintln!(
+                "rktio: refused exec of {}: not an x86-64 program",
+                String::from_utf8_lossy(&p)
+            );
+            return -i64::from(libc::EACCES);
         }
     }
     let Some(env) = EXEC_ENV.get() else {
