@@ -1,0 +1,315 @@
+//! The program's signals under the trap: its actions kept in a table while the
+//! kernel holds a wrapper, signals held while the stack's code runs, masks that
+//! never take SIGSYS.
+
+use super::*;
+
+thread_local! {
+    /// Signals held while the stack's code ran, one bit per signal...
+    pub(super) static PENDING: Cell<u64> = const { Cell::new(0) };
+    /// ... and the last siginfo of each.
+    pub(super) static INFOS: [Cell<[u64; 16]>; NSIG] = const { [const { Cell::new([0; 16]) }; NSIG] };
+}
+
+/// The program's signal actions (the kernel holds our wrapper for each).
+pub(super) struct Action {
+    pub(super) handler: AtomicU64,
+    pub(super) flags: AtomicU64,
+    pub(super) restorer: AtomicU64,
+    pub(super) mask: AtomicU64,
+}
+
+pub(super) static ACTIONS: [Action; NSIG] = [const {
+    Action {
+        handler: AtomicU64::new(0),
+        flags: AtomicU64::new(0),
+        restorer: AtomicU64::new(0),
+        mask: AtomicU64::new(0),
+    }
+}; NSIG];
+
+/// The kernel's `struct sigaction` on x86-64.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct KSigaction {
+    pub(super) handler: u64,
+    pub(super) flags: u64,
+    pub(super) restorer: u64,
+    pub(super) mask: u64,
+}
+
+pub(super) fn rt_sigaction(
+    sig: c_int,
+    new: Option<&KSigaction>,
+    old: Option<&mut KSigaction>,
+) -> i64 {
+    let n = new.map_or(0, |a| a as *const KSigaction as u64);
+    let o = old.map_or(0, |a| a as *mut KSigaction as u64);
+    raw(libc::SYS_rt_sigaction, [sig as u64, n, o, 8, 0, 0])
+}
+
+/// The kernel's action for a program action with a handler: our wrapper, the
+/// program's flags and mask (SIGSYS never blocked), our gate to return.
+pub(super) fn wrapped(a: &KSigaction) -> KSigaction {
+    KSigaction {
+        handler: on_signal as *const () as u64,
+        flags: a.flags | (libc::SA_SIGINFO | SA_RESTORER) as u64,
+        restorer: rktio_gate_start as *const () as u64,
+        mask: a.mask & !SIGSYS_BIT,
+    }
+}
+
+/// The program's handler for `sig`, called as the kernel would.
+pub(super) fn call_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let a = &ACTIONS[sig as usize];
+    let h = a.handler.load(Ordering::Acquire);
+    let flags = a.flags.load(Ordering::Relaxed);
+    if h > 1 && flags & libc::SA_RESETHAND as u64 != 0 {
+        // SA_RESETHAND: the kernel set its action back to the default as it
+        // delivered the signal; so does the program's table.
+        a.handler.store(0, Ordering::Release);
+    }
+    match h {
+        0 => {
+            // Changed to the default while the signal was held: raise it again,
+            // the kernel's action is the default now.
+            let pid = raw(libc::SYS_getpid, [0; 6]) as u64;
+            let tid = raw(libc::SYS_gettid, [0; 6]) as u64;
+            raw(libc::SYS_tgkill, [pid, tid, sig as u64, 0, 0, 0]);
+        }
+        1 => {}
+        _ if flags & libc::SA_SIGINFO as u64 != 0 => {
+            // SAFETY: the program installed this as an SA_SIGINFO handler.
+            let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+                unsafe { std::mem::transmute(h as usize) };
+            f(sig, info, ctx);
+        }
+        _ => {
+            // SAFETY: the program installed this as a plain handler.
+            let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(h as usize) };
+            f(sig);
+        }
+    }
+}
+
+pub(super) fn is_fault(sig: c_int, info: *const libc::siginfo_t) -> bool {
+    // SAFETY: the kernel passes a valid siginfo.
+    let code = unsafe { (*info).si_code };
+    matches!(
+        sig,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+    ) && code > 0
+}
+
+/// The kernel's handler for every signal the program handles.
+pub(super) extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    if !(1..NSIG as c_int).contains(&sig) {
+        return;
+    }
+    let sel = SELECTOR.get();
+    let passing = PASSING.get();
+    if sel == ALLOW && ON.load(Ordering::Relaxed) && !passing && !is_fault(sig, info) {
+        // In the stack's code: hold it until the stack returns to the program.
+        // SAFETY: siginfo_t is 128 bytes of plain data.
+        let raw_info: [u64; 16] = unsafe { std::ptr::read_unaligned(info.cast()) };
+        INFOS.with(|i| i[sig as usize].set(raw_info));
+        PENDING.set(PENDING.get() | 1 << (sig - 1));
+        return;
+    }
+    if sel == ALLOW && ON.load(Ordering::Relaxed) && !passing {
+        // A fault in the stack's own code while it served the program (a bad
+        // address passed to a call, where Linux would answer EFAULT). The
+        // program's handler may not run here: were it to jump out, the stack's
+        // locks and state would stay as they are mid-call. Stop, as an
+        // unhandled fault would: the default action, once this returns and the
+        // instruction faults again.
+        let msg = b"rktio: a fault in the stack's code while it served a system call of the program (a bad address passed to it?); stopping\n";
+        raw(
+            libc::SYS_write,
+            [2, msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0],
+        );
+        let dfl = KSigaction {
+            handler: 0,
+            flags: SA_RESTORER as u64,
+            restorer: rktio_gate_start as *const () as u64,
+            mask: 0,
+        };
+        rt_sigaction(sig, Some(&dfl), None);
+        return;
+    }
+    if sel == ALLOW {
+        SELECTOR.set(BLOCK);
+        PASSING.set(false);
+    }
+    call_handler(sig, info, ctx);
+    SELECTOR.set(sel);
+    PASSING.set(passing);
+}
+
+/// Runs the program's handlers for the signals held while the stack's code ran
+/// (selector at ALLOW), with the mask their actions ask for.
+pub(super) fn deliver_pending() {
+    loop {
+        let p = PENDING.get();
+        if p == 0 {
+            return;
+        }
+        let sig = p.trailing_zeros() as c_int + 1;
+        PENDING.set(p & !(1 << (sig - 1)));
+        let a = &ACTIONS[sig as usize];
+        let mut mask = a.mask.load(Ordering::Relaxed);
+        if a.flags.load(Ordering::Relaxed) & libc::SA_NODEFER as u64 == 0 {
+            mask |= 1 << (sig - 1);
+        }
+        mask &= !SIGSYS_BIT;
+        let mut old: u64 = 0;
+        raw(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_BLOCK as u64,
+                &mask as *const u64 as u64,
+                &mut old as *mut u64 as u64,
+                8,
+                0,
+                0,
+            ],
+        );
+        let mut info = INFOS.with(|i| i[sig as usize].get());
+        SELECTOR.set(BLOCK);
+        call_handler(
+            sig,
+            info.as_mut_ptr().cast::<libc::siginfo_t>(),
+            std::ptr::null_mut(),
+        );
+        SELECTOR.set(ALLOW);
+        raw(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_SETMASK as u64,
+                &old as *const u64 as u64,
+                0,
+                8,
+                0,
+                0,
+            ],
+        );
+    }
+}
+
+/// rt_sigprocmask: the mask the program runs with is the one the kernel puts
+/// back when this handler returns (`uc_sigmask`), so that is the one to change;
+/// SIGSYS (and SIGKILL, SIGSTOP) are never blocked.
+pub(super) fn sigprocmask(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
+    if a[3] != 8 {
+        return -i64::from(libc::EINVAL);
+    }
+    let mask_at = (&mut uc.uc_sigmask as *mut libc::sigset_t).cast::<u64>();
+    // SAFETY: the first 8 bytes of the saved sigset_t are signals 1 to 64.
+    let cur = unsafe { std::ptr::read_unaligned(mask_at) };
+    let new = if a[1] == 0 {
+        None
+    } else {
+        // SAFETY: the program passed a sigset_t of 8 bytes (checked above).
+        let set = unsafe { std::ptr::read_unaligned(a[1] as *const u64) };
+        match a[0] as c_int {
+            libc::SIG_BLOCK => Some(cur | set),
+            libc::SIG_UNBLOCK => Some(cur & !set),
+            libc::SIG_SETMASK => Some(set),
+            _ => return -i64::from(libc::EINVAL),
+        }
+    };
+    if a[2] != 0 {
+        // SAFETY: the program gave room for the old set (8 bytes, as the kernel writes).
+        unsafe { std::ptr::write_unaligned(a[2] as *mut u64, cur) };
+    }
+    if let Some(m) = new {
+        let never = SIGSYS_BIT | 1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1);
+        // SAFETY: as above, our own saved context.
+        unsafe { std::ptr::write_unaligned(mask_at, m & !never) };
+    }
+    0
+}
+
+/// A copy of the program's signal set at `set` without SIGSYS (None for no
+/// set): a whole sigset_t, for libc calls that read all of it.
+pub fn without_sigsys(set: u64) -> Option<libc::sigset_t> {
+    if set == 0 {
+        return None;
+    }
+    // SAFETY: a sigset_t is plain data; all zeroes is the empty set.
+    let mut m: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the program passed a sigset_t: its first 8 bytes are the 64
+    // signals (the kernel reads no more on x86-64); read unaligned, as given.
+    let bits = unsafe { std::ptr::read_unaligned(set as *const u64) } & !SIGSYS_BIT;
+    // SAFETY: writing the first 8 bytes of our own sigset_t.
+    unsafe { std::ptr::write_unaligned((&mut m as *mut libc::sigset_t).cast::<u64>(), bits) };
+    Some(m)
+}
+
+/// Runs `f` with a copy of the signal set at `set` that leaves SIGSYS out (0
+/// for no set).
+pub(super) fn with_mask(set: u64, f: impl FnOnce(u64) -> i64) -> i64 {
+    match without_sigsys(set) {
+        None => f(0),
+        Some(m) => f(&m as *const libc::sigset_t as u64),
+    }
+}
+
+pub(super) fn sigaction(a: [u64; 6]) -> i64 {
+    let nr = libc::SYS_rt_sigaction;
+    let (sig, new, old, size) = (a[0] as i64, a[1], a[2], a[3]);
+    if size != 8 || !(1..NSIG as i64).contains(&sig) {
+        return -i64::from(libc::EINVAL);
+    }
+    let sig = sig as c_int;
+    if matches!(sig, libc::SIGKILL | libc::SIGSTOP) {
+        return pass(nr, a);
+    }
+    let slot = &ACTIONS[sig as usize];
+    let prev = KSigaction {
+        handler: slot.handler.load(Ordering::Relaxed),
+        flags: slot.flags.load(Ordering::Relaxed),
+        restorer: slot.restorer.load(Ordering::Relaxed),
+        mask: slot.mask.load(Ordering::Relaxed),
+    };
+    if new != 0 && sig == libc::SIGSYS {
+        // The kernel keeps ours (it is how the stack sees the program's calls);
+        // the program's action serves SIGSYS that others send (on_sigsys).
+        // SAFETY: the program passed a struct sigaction (kernel layout).
+        let n: KSigaction = unsafe { std::ptr::read_unaligned(new as *const KSigaction) };
+        slot.flags.store(n.flags, Ordering::Relaxed);
+        slot.restorer.store(n.restorer, Ordering::Relaxed);
+        slot.mask.store(n.mask, Ordering::Relaxed);
+        slot.handler.store(n.handler, Ordering::Release);
+    } else if new != 0 {
+        // SAFETY: the program passed a struct sigaction (kernel layout).
+        let n: KSigaction = unsafe { std::ptr::read_unaligned(new as *const KSigaction) };
+        let kernel = if n.handler > 1 {
+            wrapped(&n)
+        } else {
+            KSigaction {
+                handler: n.handler,
+                flags: n.flags | SA_RESTORER as u64,
+                restorer: rktio_gate_start as *const () as u64,
+                mask: n.mask & !SIGSYS_BIT,
+            }
+        };
+        slot.flags.store(n.flags, Ordering::Relaxed);
+        slot.restorer.store(n.restorer, Ordering::Relaxed);
+        slot.mask.store(n.mask, Ordering::Relaxed);
+        slot.handler.store(n.handler, Ordering::Release);
+        let r = rt_sigaction(sig, Some(&kernel), None);
+        if r < 0 {
+            slot.flags.store(prev.flags, Ordering::Relaxed);
+            slot.restorer.store(prev.restorer, Ordering::Relaxed);
+            slot.mask.store(prev.mask, Ordering::Relaxed);
+            slot.handler.store(prev.handler, Ordering::Release);
+            return r;
+        }
+    }
+    if old != 0 {
+        // SAFETY: the program gave room for a struct sigaction.
+        unsafe { std::ptr::write_unaligned(old as *mut KSigaction, prev) };
+    }
+    0
+}

@@ -1,0 +1,218 @@
+//! Threads and processes under the trap: clone and clone3 made here, the child
+//! covered before it runs the program; forks (vfork and posix_spawn among them).
+
+use super::*;
+
+// rktio_clone_raw(nr, a1, a2, a3, a4, a5): clone or clone3 with the child's stack
+// set up by `clone_child`. The parent returns the result. The child starts on its
+// new stack, which points at a `ChildRegs`: it calls `start` (which turns dispatch
+// on), then loads the program's registers from it and resumes the program after
+// its clone instruction with rax = 0. rcx and r11 are free: the syscall
+// instruction clobbers both.
+std::arch::global_asm!(
+    ".pushsection .text.rktio_clone,\"ax\",@progbits",
+    ".globl rktio_clone_raw",
+    ".hidden rktio_clone_raw",
+    ".p2align 4",
+    "rktio_clone_raw:",
+    "    mov rax, rdi",
+    "    mov rdi, rsi",
+    "    mov rsi, rdx",
+    "    mov rdx, rcx",
+    "    mov r10, r8",
+    "    mov r8, r9",
+    "    syscall",
+    "    test rax, rax",
+    "    jz 2f",
+    "    ret",
+    "2:",
+    "    xor ebp, ebp",
+    "    mov rdi, rsp",
+    "    call [rsp]",
+    "    mov rax, rsp",
+    "    mov r8, [rax + 8]",
+    "    mov r9, [rax + 16]",
+    "    mov r10, [rax + 24]",
+    "    mov r12, [rax + 32]",
+    "    mov r13, [rax + 40]",
+    "    mov r14, [rax + 48]",
+    "    mov r15, [rax + 56]",
+    "    mov rdi, [rax + 64]",
+    "    mov rsi, [rax + 72]",
+    "    mov rbp, [rax + 80]",
+    "    mov rbx, [rax + 88]",
+    "    mov rdx, [rax + 96]",
+    "    mov r11, [rax + 104]",
+    "    mov rcx, [rax + 112]",
+    "    mov rsp, r11",
+    "    xor eax, eax",
+    "    jmp rcx",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn rktio_clone_raw(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64;
+}
+
+/// What the child of a clone finds at the top of its stack (layout fixed by
+/// `rktio_clone_raw`).
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ChildRegs {
+    pub(super) start: extern "C" fn(*mut ChildRegs),
+    pub(super) r8: u64,
+    pub(super) r9: u64,
+    pub(super) r10: u64,
+    pub(super) r12: u64,
+    pub(super) r13: u64,
+    pub(super) r14: u64,
+    pub(super) r15: u64,
+    pub(super) rdi: u64,
+    pub(super) rsi: u64,
+    pub(super) rbp: u64,
+    pub(super) rbx: u64,
+    pub(super) rdx: u64,
+    pub(super) rsp: u64,
+    pub(super) rip: u64,
+    pub(super) flags: u64,
+}
+
+/// Where a child of ours starts: dispatch on before any of the program's code.
+pub(super) extern "C" fn thread_start(regs: *mut ChildRegs) {
+    // SAFETY: `clone_child` wrote the ChildRegs this stack points at.
+    let flags = unsafe { (*regs).flags };
+    child_covered(flags & libc::CLONE_THREAD as u64 == 0);
+}
+
+/// In a new thread or process: dispatch on (or stop: it may not run uncovered),
+/// the selector at BLOCK for the program's code.
+pub(super) fn child_covered(process: bool) {
+    SELECTOR.set(ALLOW);
+    PASSING.set(false);
+    PENDING.set(0);
+    if dispatch_on() < 0 {
+        let msg = b"rktio: cannot turn system-call dispatch on in a new thread; stopping\n";
+        raw(
+            libc::SYS_write,
+            [2, msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0],
+        );
+        raw(libc::SYS_exit_group, [127, 0, 0, 0, 0, 0]);
+    }
+    if process {
+        crate::forked_child();
+    }
+    SELECTOR.set(BLOCK);
+}
+
+pub(super) const FORK_LIKE_DROPS: u64 =
+    (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_SIGHAND) as u64;
+
+/// A fork: made here, the child turns dispatch on before returning to the program.
+pub(super) fn fork(nr: i64, a: [u64; 6]) -> i64 {
+    let r = raw(nr, a);
+    if r == 0 {
+        child_covered(true);
+        // The child's selector says ALLOW until the handler returns.
+        SELECTOR.set(ALLOW);
+    }
+    r
+}
+
+/// Writes the child's start frame below `top` (the program's stack for it) and
+/// returns where the child's stack pointer starts.
+pub(super) fn clone_child(top: u64, flags: u64, uc: &libc::ucontext_t) -> Option<u64> {
+    let size = std::mem::size_of::<ChildRegs>() as u64;
+    let at = (top & !15).checked_sub(size + 64)? & !15;
+    let g = &uc.uc_mcontext.gregs;
+    let r = |i: c_int| g[i as usize] as u64;
+    let regs = ChildRegs {
+        start: thread_start,
+        r8: r(libc::REG_R8),
+        r9: r(libc::REG_R9),
+        r10: r(libc::REG_R10),
+        r12: r(libc::REG_R12),
+        r13: r(libc::REG_R13),
+        r14: r(libc::REG_R14),
+        r15: r(libc::REG_R15),
+        rdi: r(libc::REG_RDI),
+        rsi: r(libc::REG_RSI),
+        rbp: r(libc::REG_RBP),
+        rbx: r(libc::REG_RBX),
+        rdx: r(libc::REG_RDX),
+        rsp: top,
+        rip: r(libc::REG_RIP),
+        flags,
+    };
+    // SAFETY: the program gave this stack to its child: the memory below its
+    // top is the child's and unused until the child runs.
+    unsafe { std::ptr::write(at as *mut ChildRegs, regs) };
+    Some(at)
+}
+
+/// The flags a clone or clone3 is made with, and whether it makes a thread: a
+/// process (not a thread) is a fork, so it drops CLONE_VM and what needs it; a
+/// thread needs its own TLS and stack to be covered. Err: the refusal.
+pub(super) fn clone_flags(nr: i64, flags: u64, has_stack: bool) -> Result<(u64, bool), i64> {
+    if flags & libc::CLONE_THREAD as u64 == 0 {
+        return Ok((flags & !FORK_LIKE_DROPS, false));
+    }
+    if flags & libc::CLONE_SETTLS as u64 == 0 {
+        return Err(refuse(
+            nr,
+            libc::EINVAL,
+            "a thread without its own TLS (CLONE_SETTLS) cannot be covered",
+        ));
+    }
+    if !has_stack {
+        return Err(refuse(nr, libc::EINVAL, "a thread needs its own stack"));
+    }
+    Ok((flags, true))
+}
+
+pub(super) fn clone(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
+    let nr = libc::SYS_clone;
+    let (flags, thread) = match clone_flags(nr, a[0], a[1] != 0) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    if !thread && a[1] == 0 {
+        return fork(nr, [flags, 0, a[2], a[3], a[4], 0]);
+    }
+    let Some(sp) = clone_child(a[1], flags, uc) else {
+        return -i64::from(libc::EINVAL);
+    };
+    // SAFETY: clone with the child's stack at our start frame; the parent returns.
+    unsafe { rktio_clone_raw(nr as u64, flags, sp, a[2], a[3], a[4]) }
+}
+
+pub(super) fn clone3(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
+    let nr = libc::SYS_clone3;
+    let size = a[1] as usize;
+    if !(64..=4096).contains(&size) || a[0] == 0 {
+        return -i64::from(libc::EINVAL);
+    }
+    let mut args = vec![0u8; size];
+    // SAFETY: the program passed `size` bytes of struct clone_args.
+    unsafe { std::ptr::copy_nonoverlapping(a[0] as *const u8, args.as_mut_ptr(), size) };
+    let word =
+        |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let (stack, stack_size) = (word(&args, 5), word(&args, 6));
+    let (flags, thread) = match clone_flags(nr, word(&args, 0), stack != 0) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    args[..8].copy_from_slice(&flags.to_le_bytes());
+    if !thread && stack == 0 {
+        return fork(nr, [args.as_ptr() as u64, size as u64, 0, 0, 0, 0]);
+    }
+    let Some(top) = stack.checked_add(stack_size) else {
+        return -i64::from(libc::EINVAL);
+    };
+    let Some(sp) = clone_child(top, flags, uc) else {
+        return -i64::from(libc::EINVAL);
+    };
+    args[48..56].copy_from_slice(&(sp - stack).to_le_bytes());
+    // SAFETY: clone3 with our copy of the arguments, the child's stack ending at
+    // our start frame; the parent returns.
+    unsafe { rktio_clone_raw(nr as u64, args.as_ptr() as u64, size as u64, 0, 0, 0) }
+}
