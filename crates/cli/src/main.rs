@@ -62,6 +62,15 @@ fn wg(c: WgCommand) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    if let Some(p) = std::env::var_os("RKTIO_LOAD") {
+        // rktio run started this binary as the loader of a static program, but
+        // librktio (which runs it) was not there to take over.
+        eprintln!(
+            "rktio: cannot load {}: librktio.so was not preloaded into the loader (RKTIO_LOAD is set)",
+            std::path::Path::new(&p).display()
+        );
+        return ExitCode::from(126);
+    }
     let filter = std::env::var("RKTIO_LOG").unwrap_or_else(|_| "off".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

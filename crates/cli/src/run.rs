@@ -57,7 +57,7 @@ pub fn run(a: RunArgs, stats: bool) -> Result<(), Error> {
     for m in &c.mount {
         drop(rktio_posix::open_mount(m, true)?);
     }
-    check_covered(&a.program[0])?;
+    let static_program = check_covered(&a.program[0])?;
     let lib = std::path::absolute(preload_library()?)?;
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD")
@@ -66,10 +66,22 @@ pub fn run(a: RunArgs, stats: bool) -> Result<(), Error> {
         preload.push(":");
         preload.push(old);
     }
-    let mut cmd = std::process::Command::new(&a.program[0]);
+    // This binary is also the loader of statically linked programs: librktio,
+    // preloaded into it with RKTIO_LOAD set, runs the program instead of main.
+    let loader = std::env::current_exe()?;
+    let mut cmd = match &static_program {
+        Some(path) => {
+            let mut c = std::process::Command::new(&loader);
+            c.arg0(&a.program[0])
+                .env("RKTIO_LOAD", std::path::absolute(path)?);
+            c
+        }
+        None => std::process::Command::new(&a.program[0]),
+    };
     cmd.args(&a.program[1..])
         .env("LD_PRELOAD", preload)
-        .env("RKTIO_CONFIG", &config);
+        .env("RKTIO_CONFIG", &config)
+        .env("RKTIO_LOADER", &loader);
     if stats {
         cmd.env("RKTIO_STATS", "1");
     }
@@ -88,14 +100,14 @@ fn locate(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Refuses a program librktio could not cover: a static executable (no dynamic
-/// loader to bring librktio in) or one for another machine. The trap refuses the
-/// same when a covered program execs one.
-fn check_covered(program: &str) -> Result<(), Error> {
+/// Refuses a program librktio could not cover (one for another machine, or a
+/// script whose interpreter is statically linked); Some(path) for a statically
+/// linked program, which the loader runs. The trap judges exec the same way.
+fn check_covered(program: &str) -> Result<Option<PathBuf>, Error> {
     use rktio_posix::exec::{Verdict, verdict};
     use std::io::Read;
     let Some(path) = locate(program) else {
-        return Ok(()); // exec reports it missing
+        return Ok(None); // exec reports it missing
     };
     let head = |p: &[u8]| -> std::io::Result<Vec<u8>> {
         let mut h = Vec::new();
@@ -111,9 +123,11 @@ fn check_covered(program: &str) -> Result<(), Error> {
     };
     match verdict(path.as_os_str().as_bytes(), head) {
         // exec reports what it cannot read or run
-        Err(_) | Ok(Verdict::Covered | Verdict::NotExecutable) => Ok(()),
+        Err(_) | Ok(Verdict::Covered | Verdict::NotExecutable) => Ok(None),
+        Ok(Verdict::Static(p)) if p == path.as_os_str().as_bytes() => Ok(Some(path)),
         Ok(Verdict::Static(p)) => Err(format!(
-            "refusing to run {}: it is statically linked, and rktio run covers a program's system calls through librktio, which only the dynamic loader brings in (its calls would reach the host in the clear)",
+            "refusing to run {}: its interpreter {} is statically linked, and the loader runs a static program only when it is run directly",
+            path.display(),
             show(p)
         )
         .into()),

@@ -1188,6 +1188,13 @@ impl Runtime {
                     if !write {
                         return None;
                     }
+                    // mkdir of what exists fails with EEXIST before any
+                    // permission is looked at (mkdir -p walks up from /).
+                    if matches!(op, PathOp::Mkdir(_))
+                        && std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&abs)).is_ok()
+                    {
+                        return Some(Err(libc::EEXIST));
+                    }
                     return self.host_check(&abs, true, op.name()).map(Err);
                 }
                 Route::Mount(m, rel) => (m, rel),

@@ -146,7 +146,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 12,
         name: "brk",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 13,
@@ -386,7 +386,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 60,
         name: "exit",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 61,
@@ -876,7 +876,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 158,
         name: "arch_prctl",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 159,
@@ -1241,7 +1241,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 231,
         name: "exit_group",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 232,

@@ -27,6 +27,7 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
+mod load;
 mod served;
 mod trap;
 
@@ -97,19 +98,35 @@ fn init() -> Option<Runtime> {
     Some(rt)
 }
 
-extern "C" fn at_exit() {
+/// Before exec replaces this process (and the stack's memory with it): what the
+/// program wrote reaches the image, as the kernel's page cache outlives exec.
+pub(crate) fn before_exec() {
+    let _in = trap::InStack::enter();
+    let was = BUSY.with(|b| b.replace(true));
+    if let Some(Some(rt)) = RUNTIME.get() {
+        commit(rt, "at exec");
+    }
+    BUSY.with(|b| b.set(was));
+}
+
+/// Writes the shared mappings back and commits every mount.
+fn commit(rt: &Runtime, when: &str) {
+    for (a, n) in rt.all_maps() {
+        if let Err(e) = write_back(rt, a, n) {
+            eprintln!("rktio: writing a shared mapping back {when}: errno {e}");
+        }
+    }
+    let _ = rt.sync_all();
+}
+
+pub(crate) extern "C" fn at_exit() {
     let _in = trap::InStack::enter();
     BUSY.with(|b| b.set(true));
     if let Some(Some(rt)) = RUNTIME.get() {
         // As the kernel at exit: close the sockets, and let what they queued go
         // out (the driver thread dies with the process).
         rt.close_sockets(std::time::Duration::from_secs(5));
-        for (a, n) in rt.all_maps() {
-            if let Err(e) = write_back(rt, a, n) {
-                eprintln!("rktio: writing a shared mapping back at exit: errno {e}");
-            }
-        }
-        let _ = rt.sync_all();
+        commit(rt, "at exit");
         if rt.print_stats {
             eprint!("{}{}", trap::report(), rt.report());
         }
@@ -124,7 +141,7 @@ extern "C" fn in_forked_child() {
 
 /// Runs the stack's set-up before `main`, so a bad configuration stops the
 /// program before it does anything.
-extern "C" fn constructor() {
+extern "C" fn constructor(_argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
     if BUSY.with(|b| b.replace(true)) {
         return;
     }
@@ -139,13 +156,21 @@ extern "C" fn constructor() {
     }
     // From here on the program's code runs: its system calls come to the trap.
     trap::block();
+    // The loader (a statically linked program to run): it runs from here, and
+    // the loader's own main never does.
+    if runtime().is_some()
+        && let Some(program) = load::requested(envp)
+    {
+        load::run(&program, argv, envp);
+    }
 }
 
 #[used]
-// SAFETY: `.init_array` holds pointers to functions the loader calls once, with
-// no arguments, after libc is set up; `constructor` is such a function.
+// SAFETY: `.init_array` holds pointers to functions the loader calls once, after
+// libc is set up, with (argc, argv, envp) as glibc passes them; `constructor` is
+// such a function.
 #[unsafe(link_section = ".init_array")]
-static INIT: extern "C" fn() = constructor;
+static INIT: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = constructor;
 
 fn real_sym(name: &CStr, cache: &AtomicUsize) -> usize {
     let v = cache.load(Ordering::Relaxed);

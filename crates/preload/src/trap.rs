@@ -37,10 +37,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rktio_posix::syscalls::{self, Route};
 
 mod exec;
+mod loaded;
 mod signals;
 mod threads;
 
 use exec::execve;
+pub use loaded::{can_switch_fs, enter, loaded, prepare};
+use loaded::{rktio_call_program, rktio_signal_entry, rktio_sigsys_entry};
 pub use signals::without_sigsys;
 use signals::*;
 use threads::*;
@@ -206,7 +209,7 @@ pub fn install() -> Result<(), String> {
     exec::remember_env()?;
     // SIGSYS: ours, re-entrant (a program handler the stack runs may trap).
     let act = KSigaction {
-        handler: on_sigsys as *const () as u64,
+        handler: rktio_sigsys_entry as *const () as u64,
         flags: (libc::SA_SIGINFO | libc::SA_NODEFER | SA_RESTORER) as u64,
         restorer: rktio_gate_start as *const () as u64,
         mask: 0,
@@ -383,6 +386,9 @@ pub fn pass(nr: i64, a: [u64; 6]) -> i64 {
 
 fn dispatch(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     TRAPPED[usize::try_from(nr).unwrap_or(511).min(511)].fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = loaded::readlink_exe(nr, a) {
+        return r;
+    }
     match syscalls::route(nr) {
         Route::Host => pass(nr, a),
         Route::Refused(e) => refuse(nr, e, "not offered on the stack"),
@@ -398,6 +404,9 @@ fn trapped(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
         libc::SYS_fork | libc::SYS_vfork => fork(libc::SYS_fork, [0; 6]),
         libc::SYS_execve => execve(libc::AT_FDCWD, a[0], a[1], a[2], 0),
         libc::SYS_execveat => execve(a[0] as i32, a[1], a[2], a[3], a[4] as i32),
+        libc::SYS_brk => loaded::brk(a),
+        libc::SYS_arch_prctl => loaded::arch_prctl(a),
+        libc::SYS_exit | libc::SYS_exit_group => loaded::exit(nr, a),
         libc::SYS_rt_sigaction => sigaction(a),
         libc::SYS_rt_sigprocmask => sigprocmask(a, uc),
         libc::SYS_rt_sigsuspend => with_mask(a[0], |m| pass(nr, [m, a[1], 0, 0, 0, 0])),

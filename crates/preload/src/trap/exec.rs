@@ -9,6 +9,9 @@ pub(super) struct ExecEnv {
     preload: CString,
     config: CString,
     stats: bool,
+    /// The loader of statically linked programs (`rktio`, which librktio turns
+    /// into one), from RKTIO_LOADER.
+    loader: Option<CString>,
 }
 
 pub(super) static EXEC_ENV: OnceLock<ExecEnv> = OnceLock::new();
@@ -29,10 +32,14 @@ pub(super) fn remember_env() -> Result<(), String> {
         .and_then(|c| CString::new(c.into_encoded_bytes()).ok())
         .ok_or("RKTIO_CONFIG is not a path")?;
     let stats = std::env::var("RKTIO_STATS").is_ok_and(|v| v == "1" || v == "true");
+    let loader = std::env::var_os("RKTIO_LOADER")
+        .filter(|l| !l.is_empty())
+        .and_then(|l| CString::new(l.into_encoded_bytes()).ok());
     let _ = EXEC_ENV.set(ExecEnv {
         preload,
         config,
         stats,
+        loader,
     });
     Ok(())
 }
@@ -109,6 +116,12 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
             rktio_posix::PathIs::Refused(e) => return -i64::from(e),
         }
     };
+    // A loaded program's /proc/self/exe is the loader's: exec of it means the
+    // program (busybox runs its applets so).
+    let abs = match loaded() {
+        Some(l) if loaded::is_self_exe(&abs) => l.path.to_bytes().to_vec(),
+        _ => abs,
+    };
     let Ok(abs) = CString::new(abs) else {
         return -i64::from(libc::EINVAL);
     };
@@ -122,9 +135,21 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
         Err(e) => return e,
         Ok(Verdict::Covered) => {}
         Ok(Verdict::NotExecutable) => return -i64::from(libc::ENOEXEC),
+        Ok(Verdict::Static(p)) if p == abs.as_bytes() => {
+            // A statically linked program: the loader runs it, covered.
+            let Some(loader) = EXEC_ENV.get().and_then(|e| e.loader.as_ref()) else {
+                return refuse(
+                    nr,
+                    libc::EACCES,
+                    "a statically linked program, and no loader for it (RKTIO_LOADER is not set)",
+                );
+            };
+            return exec_loaded(loader, &abs, argv, envp);
+        }
         Ok(Verdict::Static(p)) => {
             eprintln!(
-                "rktio: refused exec of {}: a statically linked program; rktio run covers a program through librktio, which only the dynamic loader brings in",
+                "rktio: refused exec of {}: a script whose interpreter ({}) is statically linked; the loader runs static programs only when exec'd directly",
+                abs.to_string_lossy(),
                 String::from_utf8_lossy(&p)
             );
             return -i64::from(libc::EACCES);
@@ -140,6 +165,7 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
     let Some(env) = EXEC_ENV.get() else {
         return -i64::from(libc::EACCES);
     };
+    crate::before_exec();
     let envp = covered_env(envp, env);
     let mut ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -148,6 +174,32 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
         [
             libc::AT_FDCWD as u64,
             abs.as_ptr() as u64,
+            argv,
+            ptrs.as_ptr() as u64,
+            0,
+            0,
+        ],
+    )
+}
+
+/// exec of a statically linked program: the loader, with the program's own
+/// arguments (argv[0] included), and the program named in RKTIO_LOAD.
+fn exec_loaded(loader: &CStr, program: &CStr, argv: u64, envp: u64) -> i64 {
+    let Some(env) = EXEC_ENV.get() else {
+        return -i64::from(libc::EACCES);
+    };
+    crate::before_exec();
+    let mut envp = covered_env(envp, env);
+    let mut load = b"RKTIO_LOAD=".to_vec();
+    load.extend_from_slice(program.to_bytes());
+    envp.extend(CString::new(load).ok());
+    let mut ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    pass(
+        libc::SYS_execveat,
+        [
+            libc::AT_FDCWD as u64,
+            loader.as_ptr() as u64,
             argv,
             ptrs.as_ptr() as u64,
             0,
@@ -172,7 +224,11 @@ pub(super) fn covered_env(envp: u64, env: &ExecEnv) -> Vec<CString> {
         let e = unsafe { CStr::from_ptr(p) }.to_bytes();
         if let Some(v) = e.strip_prefix(b"LD_PRELOAD=") {
             preload_rest = Some(v.to_vec());
-        } else if e.starts_with(b"RKTIO_CONFIG=") || e.starts_with(b"RKTIO_STATS=") {
+        } else if e.starts_with(b"RKTIO_CONFIG=")
+            || e.starts_with(b"RKTIO_STATS=")
+            || e.starts_with(b"RKTIO_LOAD=")
+            || e.starts_with(b"RKTIO_LOADER=")
+        {
         } else if let Ok(c) = CString::new(e) {
             out.push(c);
         }
@@ -194,6 +250,11 @@ pub(super) fn covered_env(envp: u64, env: &ExecEnv) -> Vec<CString> {
     out.extend(CString::new(cfg).ok());
     if env.stats {
         out.extend(CString::new("RKTIO_STATS=1").ok());
+    }
+    if let Some(l) = &env.loader {
+        let mut v = b"RKTIO_LOADER=".to_vec();
+        v.extend_from_slice(l.to_bytes());
+        out.extend(CString::new(v).ok());
     }
     out
 }

@@ -52,7 +52,7 @@ pub(super) fn rt_sigaction(
 /// program's flags and mask (SIGSYS never blocked), our gate to return.
 pub(super) fn wrapped(a: &KSigaction) -> KSigaction {
     KSigaction {
-        handler: on_signal as *const () as u64,
+        handler: rktio_signal_entry as *const () as u64,
         flags: a.flags | (libc::SA_SIGINFO | SA_RESTORER) as u64,
         restorer: rktio_gate_start as *const () as u64,
         mask: a.mask & !SIGSYS_BIT,
@@ -78,17 +78,10 @@ pub(super) fn call_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_v
             raw(libc::SYS_tgkill, [pid, tid, sig as u64, 0, 0, 0]);
         }
         1 => {}
-        _ if flags & libc::SA_SIGINFO as u64 != 0 => {
-            // SAFETY: the program installed this as an SA_SIGINFO handler.
-            let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
-                unsafe { std::mem::transmute(h as usize) };
-            f(sig, info, ctx);
-        }
-        _ => {
-            // SAFETY: the program installed this as a plain handler.
-            let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(h as usize) };
-            f(sig);
-        }
+        // SAFETY: the program installed this handler (a plain one ignores the
+        // other two arguments, as under the kernel); it runs with the
+        // program's thread pointer where that differs from ours.
+        _ => unsafe { rktio_call_program(h, sig, info, ctx) },
     }
 }
 

@@ -29,6 +29,13 @@ std::arch::global_asm!(
     "    xor ebp, ebp",
     "    mov rdi, rsp",
     "    call [rsp]",
+    // A loaded program's child process: the program's FS (see loaded.rs).
+    "    cmp byte ptr [rip + {loaded}], 0",
+    "    je 3f",
+    "    rdgsbase rax",
+    "    mov rcx, [rax + 8]",
+    "    wrfsbase rcx",
+    "3:",
     "    mov rax, rsp",
     "    mov r8, [rax + 8]",
     "    mov r9, [rax + 16]",
@@ -48,6 +55,7 @@ std::arch::global_asm!(
     "    xor eax, eax",
     "    jmp rcx",
     ".popsection",
+    loaded = sym loaded::RKTIO_LOADED,
 );
 
 unsafe extern "C" {
@@ -86,6 +94,13 @@ pub(super) extern "C" fn thread_start(regs: *mut ChildRegs) {
 
 /// In a new thread or process: dispatch on (or stop: it may not run uncovered),
 /// the selector at BLOCK for the program's code.
+/// In a thread the stack made for a loaded program (selector at ALLOW: the
+/// switch to the program's code sets BLOCK).
+pub(super) fn child_covered_thread() {
+    child_covered(false);
+    SELECTOR.set(ALLOW);
+}
+
 pub(super) fn child_covered(process: bool) {
     SELECTOR.set(ALLOW);
     PASSING.set(false);
@@ -123,9 +138,19 @@ pub(super) fn fork(nr: i64, a: [u64; 6]) -> i64 {
 pub(super) fn clone_child(top: u64, flags: u64, uc: &libc::ucontext_t) -> Option<u64> {
     let size = std::mem::size_of::<ChildRegs>() as u64;
     let at = (top & !15).checked_sub(size + 64)? & !15;
+    let regs = child_regs(top, flags, uc);
+    // SAFETY: the program gave this stack to its child: the memory below its
+    // top is the child's and unused until the child runs.
+    unsafe { std::ptr::write(at as *mut ChildRegs, regs) };
+    Some(at)
+}
+
+/// The registers a clone's child starts with: the parent's at its clone, its
+/// own stack (`top`).
+pub(super) fn child_regs(top: u64, flags: u64, uc: &libc::ucontext_t) -> ChildRegs {
     let g = &uc.uc_mcontext.gregs;
     let r = |i: c_int| g[i as usize] as u64;
-    let regs = ChildRegs {
+    ChildRegs {
         start: thread_start,
         r8: r(libc::REG_R8),
         r9: r(libc::REG_R9),
@@ -142,11 +167,7 @@ pub(super) fn clone_child(top: u64, flags: u64, uc: &libc::ucontext_t) -> Option
         rsp: top,
         rip: r(libc::REG_RIP),
         flags,
-    };
-    // SAFETY: the program gave this stack to its child: the memory below its
-    // top is the child's and unused until the child runs.
-    unsafe { std::ptr::write(at as *mut ChildRegs, regs) };
-    Some(at)
+    }
 }
 
 /// The flags a clone or clone3 is made with, and whether it makes a thread: a
@@ -156,7 +177,7 @@ pub(super) fn clone_flags(nr: i64, flags: u64, has_stack: bool) -> Result<(u64, 
     if flags & libc::CLONE_THREAD as u64 == 0 {
         return Ok((flags & !FORK_LIKE_DROPS, false));
     }
-    if flags & libc::CLONE_SETTLS as u64 == 0 {
+    if flags & libc::CLONE_SETTLS as u64 == 0 && loaded().is_none() {
         return Err(refuse(
             nr,
             libc::EINVAL,
@@ -166,6 +187,7 @@ pub(super) fn clone_flags(nr: i64, flags: u64, has_stack: bool) -> Result<(u64, 
     if !has_stack {
         return Err(refuse(nr, libc::EINVAL, "a thread needs its own stack"));
     }
+
     Ok((flags, true))
 }
 
@@ -177,6 +199,10 @@ pub(super) fn clone(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     };
     if !thread && a[1] == 0 {
         return fork(nr, [flags, 0, a[2], a[3], a[4], 0]);
+    }
+    if thread && loaded().is_some() {
+        // clone(flags, stack, parent_tid, child_tid, tls) on x86-64.
+        return loaded::clone_thread(flags, a[1], a[4], a[2], a[3], uc);
     }
     let Some(sp) = clone_child(a[1], flags, uc) else {
         return -i64::from(libc::EINVAL);
@@ -208,6 +234,25 @@ pub(super) fn clone3(a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     let Some(top) = stack.checked_add(stack_size) else {
         return -i64::from(libc::EINVAL);
     };
+    if thread && loaded().is_some() {
+        // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+        // stack, stack_size, tls.
+        if flags & libc::CLONE_PIDFD as u64 != 0 {
+            return refuse(
+                nr,
+                libc::EINVAL,
+                "CLONE_PIDFD for a thread of a loaded program",
+            );
+        }
+        return loaded::clone_thread(
+            flags,
+            top,
+            word(&args, 7),
+            word(&args, 3),
+            word(&args, 2),
+            uc,
+        );
+    }
     let Some(sp) = clone_child(top, flags, uc) else {
         return -i64::from(libc::EINVAL);
     };
