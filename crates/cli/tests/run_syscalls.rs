@@ -279,3 +279,38 @@ fn a_fault_in_the_stack_stops_the_program_with_a_line() {
 fn libc_sigsegv() -> i32 {
     11
 }
+
+/// A Go program (Debian's caddy) is refused, at rktio run and at exec: Go's
+/// runtime makes its system calls on goroutine stacks of a few KiB, where the
+/// trap's handler would run over other memory. Needs caddy.
+#[test]
+fn go_programs_are_refused() {
+    need("caddy");
+    let dir = setup("64M", "");
+    let d = dir.path();
+    let o = rktio(d, &["run", "--", "caddy", "version"], None);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("refusing to run") && t.contains("a Go program"),
+        "{t}"
+    );
+    assert!(!t.contains("goroutine 1 ["), "{t}");
+    let o = rktio(
+        d,
+        &[
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            "caddy version; echo status $?",
+        ],
+        None,
+    );
+    let t = text(&o);
+    assert!(
+        t.contains("refused exec of") && t.contains("a Go program"),
+        "{t}"
+    );
+    assert!(t.contains("status 126") && !t.contains("goroutine 1 ["), "{t}");
+}
