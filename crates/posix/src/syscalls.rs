@@ -19,7 +19,9 @@ pub enum Route {
     /// refused with an errno and a line on stderr on the stack's own.
     HostOnly,
     /// Handled by the trap itself: threads and processes (clone, fork, exec),
-    /// signal actions and masks (SIGSYS stays the stack's), prctl.
+    /// signal actions and masks (SIGSYS stays the stack's), prctl; and for a
+    /// program the loader ran (statically linked), its heap (brk), its thread
+    /// pointer (arch_prctl) and its exit (the stack commits first).
     Trap,
     /// Passed to the host on purpose: memory, time, signals, futexes, ids,
     /// scheduling, descriptors that carry nothing of the stack (pipes, eventfd).
