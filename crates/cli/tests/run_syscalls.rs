@@ -312,5 +312,8 @@ fn go_programs_are_refused() {
         t.contains("refused exec of") && t.contains("a Go program"),
         "{t}"
     );
-    assert!(t.contains("status 126") && !t.contains("goroutine 1 ["), "{t}");
+    assert!(
+        t.contains("status 126") && !t.contains("goroutine 1 ["),
+        "{t}"
+    );
 }
