@@ -315,8 +315,8 @@ pub fn parse_image(head: &[u8], file_len: u64) -> Result<Image, ImageError> {
     let phoff = u64_at(head, 32).ok_or(Bad("short header"))?;
     let phent = u16_at(head, 54).ok_or(Bad("short header"))?;
     let phnum = u16_at(head, 56).ok_or(Bad("short header"))?;
-    if phent < 56 || phnum == 0 {
-        return Err(Bad("no program headers"));
+    if phent != 56 || phnum == 0 {
+        return Err(Bad("no program headers of the size x86-64 programs have"));
     }
     let ph_bytes = u64::from(phent) * u64::from(phnum);
     let mut segments: Vec<Segment> = Vec::new();

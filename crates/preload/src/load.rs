@@ -76,6 +76,63 @@ fn mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i64, off: u64) -> Result
     )
 }
 
+/// Whether `path` is a program the loader can run, checked before an exec
+/// replaces the process (the exec then fails as the kernel's would): a regular
+/// file the caller may execute, with headers `parse_image` accepts.
+pub fn check(path: &CStr) -> Result<(), (i32, String)> {
+    let r = trap::raw(
+        libc::SYS_faccessat2,
+        [
+            libc::AT_FDCWD as u64,
+            path.as_ptr() as u64,
+            libc::X_OK as u64,
+            libc::AT_EACCESS as u64,
+            0,
+            0,
+        ],
+    );
+    if r < 0 {
+        return Err((-r as i32, "not executable".into()));
+    }
+    let fd = sys(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            path.as_ptr() as u64,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )
+    .map_err(|e| (e as i32, "cannot open it".to_owned()))?;
+    let r = read_image(fd);
+    trap::raw(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+    r.map(|_| ())
+}
+
+/// Reads and checks the headers of the program open at `fd`.
+fn read_image(fd: u64) -> Result<Image, (i32, String)> {
+    // SAFETY: stat is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    sys(
+        libc::SYS_fstat,
+        [fd, &mut st as *mut libc::stat as u64, 0, 0, 0, 0],
+    )
+    .map_err(|e| (e as i32, "fstat failed".to_owned()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err((libc::EACCES, "not a regular file".into()));
+    }
+    let mut head = vec![0u8; 64 << 10];
+    let n = sys(
+        libc::SYS_pread64,
+        [fd, head.as_mut_ptr() as u64, head.len() as u64, 0, 0, 0],
+    )
+    .map_err(|e| (e as i32, "cannot read it".to_owned()))?;
+    head.truncate(n as usize);
+    parse_image(&head, st.st_size as u64).map_err(|e| (libc::ENOEXEC, e.to_string()))
+}
+
 /// Loads `path` and runs it with the loader's own arguments and environment
 /// (less RKTIO_LOAD). Called by the constructor once the stack and the trap are
 /// up; never returns.
@@ -90,6 +147,9 @@ pub fn run(path: &CStr, argv: *const *const c_char, envp: *const *const c_char) 
         // The stack's code: its calls pass (the selector goes to BLOCK as the
         // program starts).
         let _in = trap::InStack::enter();
+        if let Err((_, why)) = check(path) {
+            fail(path, why);
+        }
         let fd = sys(
             libc::SYS_openat,
             [
@@ -130,7 +190,7 @@ pub fn run(path: &CStr, argv: *const *const c_char, envp: *const *const c_char) 
         .unwrap_or_else(|e| fail(path, format!("no room for its heap (errno {e})")));
         let sp = build_stack(&image, bias, path, argv, envp);
         trap::prepare(path.to_owned(), brk, brk + BRK_ROOM);
-        (image.entry + bias, sp)
+        (image.entry.wrapping_add(bias), sp)
     };
     trap::enter(entry, sp)
 }
@@ -138,21 +198,7 @@ pub fn run(path: &CStr, argv: *const *const c_char, envp: *const *const c_char) 
 /// Maps the program's segments; returns its image, its load bias (0 for a
 /// fixed-address program) and where its heap goes.
 fn map_image(fd: u64, path: &CStr) -> (Image, u64, u64) {
-    // SAFETY: stat is plain data; all zeroes is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    sys(
-        libc::SYS_fstat,
-        [fd, &mut st as *mut libc::stat as u64, 0, 0, 0, 0],
-    )
-    .unwrap_or_else(|e| fail(path, format!("fstat: errno {e}")));
-    let mut head = vec![0u8; 64 << 10];
-    let n = sys(
-        libc::SYS_pread64,
-        [fd, head.as_mut_ptr() as u64, head.len() as u64, 0, 0, 0],
-    )
-    .unwrap_or_else(|e| fail(path, format!("read: errno {e}")));
-    head.truncate(n as usize);
-    let image = parse_image(&head, st.st_size as u64).unwrap_or_else(|e| fail(path, e));
+    let image = read_image(fd).unwrap_or_else(|(_, why)| fail(path, why));
     let (first, end) = image.span();
     let span = end - first;
     let (bias, fixed) = if image.relocatable {
@@ -166,7 +212,7 @@ fn map_image(fd: u64, path: &CStr) -> (Image, u64, u64) {
             0,
         )
         .unwrap_or_else(|e| fail(path, format!("no room for {span} bytes (errno {e})")));
-        (at - first, libc::MAP_FIXED)
+        (at.wrapping_sub(first), libc::MAP_FIXED)
     } else {
         (0, libc::MAP_FIXED_NOREPLACE)
     };
@@ -178,9 +224,10 @@ fn map_image(fd: u64, path: &CStr) -> (Image, u64, u64) {
                 0
             })
             | (if s.flags & 1 != 0 { libc::PROT_EXEC } else { 0 });
-        let start = (s.vaddr & !(PAGE - 1)) + bias;
-        let file_end = s.vaddr + s.filesz + bias;
-        let mem_end = page_up(s.vaddr + s.memsz) + bias;
+        // The bias wraps for a static-pie placed below its link address.
+        let start = (s.vaddr & !(PAGE - 1)).wrapping_add(bias);
+        let file_end = (s.vaddr + s.filesz).wrapping_add(bias);
+        let mem_end = page_up(s.vaddr + s.memsz).wrapping_add(bias);
         let bss_in_page = s.memsz > s.filesz && file_end % PAGE != 0;
         let mut anon_from = start;
         if s.filesz > 0 {
@@ -236,7 +283,7 @@ fn map_image(fd: u64, path: &CStr) -> (Image, u64, u64) {
             });
         }
     }
-    (image, bias, end + bias)
+    (image, bias, end.wrapping_add(bias))
 }
 
 /// The auxiliary vector's keys the loader fills.
@@ -318,13 +365,13 @@ fn build_stack(
         words.push(k);
         words.push(v);
     };
-    aux(AT_PHDR, image.phdr + bias);
+    aux(AT_PHDR, image.phdr.wrapping_add(bias));
     aux(AT_PHENT, u64::from(image.phent));
     aux(AT_PHNUM, u64::from(image.phnum));
     aux(AT_PAGESZ, PAGE);
     aux(AT_BASE, 0);
     aux(AT_FLAGS, 0);
-    aux(AT_ENTRY, image.entry + bias);
+    aux(AT_ENTRY, image.entry.wrapping_add(bias));
     aux(AT_PLATFORM, s(platform_at));
     aux(AT_SECURE, 0);
     aux(AT_RANDOM, s(random_at));

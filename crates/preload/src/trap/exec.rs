@@ -195,6 +195,17 @@ fn exec_loaded(loader: &CStr, program: &CStr, argv: u64, envp: u64) -> i64 {
     let Some(env) = EXEC_ENV.get() else {
         return -i64::from(libc::EACCES);
     };
+    // What the loader would refuse fails here, as the kernel's exec would
+    // (the process is not replaced).
+    if let Err((e, why)) = crate::load::check(program) {
+        if e == libc::ENOEXEC {
+            eprintln!(
+                "rktio: refused exec of {}: {why}",
+                program.to_string_lossy()
+            );
+        }
+        return -i64::from(e);
+    }
     crate::before_exec();
     let mut envp = covered_env(envp, env);
     let mut load = b"RKTIO_LOAD=".to_vec();

@@ -307,9 +307,10 @@ pub(super) fn brk(a: [u64; 6]) -> i64 {
     let Some(l) = loaded() else {
         return pass(libc::SYS_brk, a);
     };
-    let Ok(mut b) = l.brk.lock() else {
-        return -i64::from(libc::ENOMEM);
-    };
+    let mut b = l
+        .brk
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let want = a[0];
     if want < b.start || want > b.limit {
         return b.cur as i64;
@@ -354,6 +355,8 @@ const ARCH_SET_GS: u64 = 0x1001;
 const ARCH_SET_FS: u64 = 0x1002;
 const ARCH_GET_FS: u64 = 0x1003;
 const ARCH_GET_GS: u64 = 0x1004;
+/// ARCH_SHSTK_ENABLE .. ARCH_SHSTK_STATUS (CET shadow stacks).
+const ARCH_SHSTK: std::ops::RangeInclusive<u64> = 0x5001..=0x5005;
 
 /// arch_prctl: the program's FS is noted (it is set as the stack returns to the
 /// program); GS belongs to the stack.
@@ -397,6 +400,11 @@ pub(super) fn arch_prctl(a: [u64; 6]) -> i64 {
             unsafe { std::ptr::write_unaligned(a[1] as *mut u64, 0) };
             0
         }
+        x if ARCH_SHSTK.contains(&x) => refuse(
+            nr,
+            libc::EINVAL,
+            "a shadow stack in a loaded program (the stack returns past the program's frames at a thread's exit)",
+        ),
         _ => pass(nr, a),
     }
 }
@@ -425,18 +433,52 @@ pub(super) fn exit(nr: i64, a: [u64; 6]) -> i64 {
         // SAFETY: GS points at this thread's pointers, used by this thread only.
         let made = unsafe { (*tp).saved[6] } != 0;
         if made {
+            // Signals go to the program's other threads from here on.
+            let all: u64 = !0;
+            raw(
+                libc::SYS_rt_sigprocmask,
+                [
+                    libc::SIG_BLOCK as u64,
+                    &all as *const u64 as u64,
+                    0,
+                    8,
+                    0,
+                    0,
+                ],
+            );
             // SAFETY: `saved` holds the state rktio_thread_switch left on this
             // thread's own stack, which is still there (it never returned).
             unsafe { rktio_thread_return(&(*tp).saved) }
         }
+        // The first thread goes; the others go on, and the last of them
+        // commits (MAIN_GONE first: a thread ending now sees it, or this sees
+        // no thread left).
+        MAIN_STATUS.store(a[0], Ordering::SeqCst);
+        MAIN_GONE.store(true, Ordering::SeqCst);
         if THREADS.load(Ordering::SeqCst) > 0 {
-            // The first thread goes; the others go on (the last commits).
-            MAIN_GONE.store(true, Ordering::SeqCst);
             return pass(nr, a);
         }
     }
-    crate::at_exit();
-    raw(libc::SYS_exit_group, a)
+    last_exit(a[0])
+}
+
+/// The exit status the first thread gave (for the last thread's exit).
+static MAIN_STATUS: AtomicU64 = AtomicU64::new(0);
+/// Set by the one exit that commits.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// The process ends: the stack commits (once) and the process exits.
+fn last_exit(status: u64) -> i64 {
+    if !EXITING.swap(true, Ordering::SeqCst) {
+        crate::at_exit();
+    }
+    raw(libc::SYS_exit_group, [status, 0, 0, 0, 0, 0])
+}
+
+/// In a forked child (of this thread): only this thread is left.
+pub(super) fn forked_child() {
+    THREADS.store(0, Ordering::SeqCst);
+    MAIN_GONE.store(false, Ordering::SeqCst);
 }
 
 /// What a new thread of the loaded program starts from.
@@ -479,6 +521,10 @@ pub(super) fn clone_thread(
         tid: std::sync::atomic::AtomicU32::new(0),
     });
     let arg = std::sync::Arc::into_raw(start.clone()) as *mut c_void;
+    // The new thread inherits GS: none until it sets its own, so a signal that
+    // reaches it first does not take this thread's pointers for its own.
+    // SAFETY: the stack's code runs (FS ours); GS is put back just below.
+    unsafe { std::arch::asm!("wrgsbase {}", in(reg) 0u64, options(nostack)) };
     // SAFETY: pthread attributes are plain data set up by pthread_attr_init;
     // loaded_thread takes ownership of `arg` (one reference of the Arc).
     let r = unsafe {
@@ -491,6 +537,8 @@ pub(super) fn clone_thread(
         libc::pthread_attr_destroy(&mut attr);
         r
     };
+    // SAFETY: this thread's pointers again (`tp`, as read above).
+    unsafe { std::arch::asm!("wrgsbase {}", in(reg) tp as u64, options(nostack)) };
     if r != 0 {
         // SAFETY: the thread was not made: the reference is still ours.
         drop(unsafe { std::sync::Arc::from_raw(arg as *const ThreadStart) });
@@ -564,10 +612,26 @@ extern "C" fn loaded_thread(arg: *mut c_void) -> *mut c_void {
         ],
     );
     drop(start);
+    // Our libc's robust-mutex list: the program's libc sets its own.
+    let (mut head, mut len) = (0u64, 0u64);
+    raw(
+        libc::SYS_get_robust_list,
+        [
+            0,
+            &mut head as *mut u64 as u64,
+            &mut len as *mut u64 as u64,
+            0,
+            0,
+            0,
+        ],
+    );
     let sel = SELECTOR.with(|s| s.as_ptr());
     // SAFETY: the program's registers for its new thread (its stack, its code
     // after the clone instruction); `saved` is this thread's, for the way back.
     unsafe { rktio_thread_switch(&regs, &mut (*tp).saved, sel, fs) };
+    // The kernel walks the list when this thread ends: ours again, not one in
+    // the program's memory that its joiner may reuse.
+    raw(libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0]);
     // The program's thread exited (exit): the stack's code again, on this
     // thread's own stack, FS ours. Signals go to the program's other threads.
     let all: u64 = !0;
@@ -597,8 +661,7 @@ extern "C" fn loaded_thread(arg: *mut c_void) -> *mut c_void {
         );
     }
     if THREADS.fetch_sub(1, Ordering::SeqCst) == 1 && MAIN_GONE.load(Ordering::SeqCst) {
-        crate::at_exit();
-        raw(libc::SYS_exit_group, [0; 6]);
+        last_exit(MAIN_STATUS.load(Ordering::SeqCst));
     }
     std::ptr::null_mut()
 }
@@ -622,6 +685,9 @@ pub(super) fn readlink_exe(nr: i64, a: [u64; 6]) -> Option<i64> {
     }
     let name = l.path.to_bytes();
     let n = name.len().min(len as usize);
+    if len == 0 || len > i32::MAX as u64 {
+        return Some(-i64::from(libc::EINVAL));
+    }
     if buf == 0 {
         return Some(-i64::from(libc::EFAULT));
     }

@@ -33,6 +33,8 @@ std::arch::global_asm!(
     "    cmp byte ptr [rip + {loaded}], 0",
     "    je 3f",
     "    rdgsbase rax",
+    "    test rax, rax",
+    "    jz 3f",
     "    mov rcx, [rax + 8]",
     "    wrfsbase rcx",
     "3:",
@@ -124,8 +126,17 @@ pub(super) const FORK_LIKE_DROPS: u64 =
 
 /// A fork: made here, the child turns dispatch on before returning to the program.
 pub(super) fn fork(nr: i64, a: [u64; 6]) -> i64 {
-    let r = raw(nr, a);
+    let r = if loaded().is_some() {
+        // A loaded program's libc does not hold our libc's locks (malloc's)
+        // across its fork as a dynamic program's does (they are one libc):
+        // our libc's fork takes them, and runs our fork handlers.
+        // SAFETY: fork from the stack's code (selector at ALLOW).
+        sys(i64::from(unsafe { libc::fork() }))
+    } else {
+        raw(nr, a)
+    };
     if r == 0 {
+        loaded::forked_child();
         child_covered(true);
         // The child's selector says ALLOW until the handler returns.
         SELECTOR.set(ALLOW);
