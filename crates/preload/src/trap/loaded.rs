@@ -205,23 +205,7 @@ std::arch::global_asm!(
     "    mov byte ptr [rdx], 1",
     "    wrfsbase rcx",
     "    mov rax, rdi",
-    "    mov r8, [rax + 8]",
-    "    mov r9, [rax + 16]",
-    "    mov r10, [rax + 24]",
-    "    mov r12, [rax + 32]",
-    "    mov r13, [rax + 40]",
-    "    mov r14, [rax + 48]",
-    "    mov r15, [rax + 56]",
-    "    mov rdi, [rax + 64]",
-    "    mov rsi, [rax + 72]",
-    "    mov rbp, [rax + 80]",
-    "    mov rbx, [rax + 88]",
-    "    mov rdx, [rax + 96]",
-    "    mov r11, [rax + 104]",
-    "    mov rcx, [rax + 112]",
-    "    mov rsp, r11",
-    "    xor eax, eax",
-    "    jmp rcx",
+    "    jmp rktio_resume_child",
     "rktio_thread_return:",
     "    mov rbx, [rdi]",
     "    mov rbp, [rdi + 8]",
@@ -365,17 +349,14 @@ pub(super) fn arch_prctl(a: [u64; 6]) -> i64 {
     if !RKTIO_LOADED.load(Ordering::Relaxed) {
         return pass(nr, a);
     }
-    let tp: u64;
-    // SAFETY: rdgsbase reads this thread's GS base (FSGSBASE: the program is loaded).
-    unsafe { std::arch::asm!("rdgsbase {}", out(reg) tp, options(nomem, nostack)) };
-    if tp == 0 {
+    let tp = this_thread();
+    if tp.is_null() {
         return refuse(
             nr,
             libc::EPERM,
             "a thread of a loaded program without its pointers",
         );
     }
-    let tp = tp as *mut ThreadPointers;
     match a[0] {
         ARCH_SET_FS => {
             // SAFETY: GS points at this thread's ThreadPointers (set by `enter`

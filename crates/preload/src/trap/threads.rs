@@ -39,6 +39,12 @@ std::arch::global_asm!(
     "    wrfsbase rcx",
     "3:",
     "    mov rax, rsp",
+    // rktio_resume_child (rax = a ChildRegs): the program's registers from it,
+    // its stack, and on at its code after the clone with rax = 0 (also the way
+    // into the program for a loaded program's thread, loaded.rs).
+    ".globl rktio_resume_child",
+    ".hidden rktio_resume_child",
+    "rktio_resume_child:",
     "    mov r8, [rax + 8]",
     "    mov r9, [rax + 16]",
     "    mov r10, [rax + 24]",
