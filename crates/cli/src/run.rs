@@ -131,11 +131,6 @@ fn check_covered(program: &str) -> Result<Option<PathBuf>, Error> {
             show(p)
         )
         .into()),
-        Ok(Verdict::Go(p)) => Err(format!(
-            "refusing to run {}: a Go program; its runtime makes system calls on goroutine stacks too small for the stack's handler, so it cannot run covered yet",
-            show(p)
-        )
-        .into()),
         Ok(Verdict::Foreign(p)) => {
             Err(format!("refusing to run {}: not an x86-64 program", show(p)).into())
         }

@@ -93,83 +93,6 @@ pub fn exec_kind(head: &[u8]) -> ExecKind {
     ExecKind::Static
 }
 
-const PT_NOTE: u32 = 4;
-/// The Go linker's build-id note: owner "Go", type 4 (.note.go.buildid).
-const NT_GO_BUILD_ID: u32 = 4;
-
-/// Whether an ELF file's first bytes hold the Go toolchain's build-id note (in
-/// a PT_NOTE segment, which Go's linker puts in the first page). Go's runtime
-/// makes its system calls on goroutine stacks of a few KiB, where the trap's
-/// handler does not fit, so such programs are refused (see `Verdict::Go`).
-pub fn is_go(head: &[u8]) -> bool {
-    let (Some(phoff), Some(phentsize), Some(phnum)) =
-        (u64_at(head, 32), u16_at(head, 54), u16_at(head, 56))
-    else {
-        return false;
-    };
-    if !head.starts_with(b"\x7fELF") || phentsize < 56 {
-        return false;
-    }
-    let Ok(phoff) = usize::try_from(phoff) else {
-        return false;
-    };
-    (0..usize::from(phnum)).any(|i| {
-        let Some(off) = usize::from(phentsize)
-            .checked_mul(i)
-            .and_then(|o| o.checked_add(phoff))
-        else {
-            return false;
-        };
-        if u32_at(head, off) != Some(PT_NOTE) {
-            return false;
-        }
-        let (Some(at), Some(size)) = (u64_at(head, off + 8), u64_at(head, off + 32)) else {
-            return false;
-        };
-        let (Ok(at), Ok(size)) = (usize::try_from(at), usize::try_from(size)) else {
-            return false;
-        };
-        let Some(notes) = at.checked_add(size).and_then(|end| head.get(at..end)) else {
-            return false;
-        };
-        go_note(notes)
-    })
-}
-
-/// Walks the notes of one PT_NOTE segment for Go's build id.
-fn go_note(mut notes: &[u8]) -> bool {
-    while let (Some(namesz), Some(descsz), Some(ty)) =
-        (u32_at(notes, 0), u32_at(notes, 4), u32_at(notes, 8))
-    {
-        let pad = |n: u32| (n as usize).checked_add(3).map(|x| x & !3);
-        let (Some(name_len), Some(desc_len)) = (pad(namesz), pad(descsz)) else {
-            return false;
-        };
-        // "Go" with its NUL (Go's linker pads the name to 4 bytes: namesz 4).
-        let name = notes
-            .get(12..12 + (namesz as usize).min(notes.len()))
-            .map(|n| {
-                n.strip_suffix(b"\0\0")
-                    .or(n.strip_suffix(b"\0"))
-                    .unwrap_or(n)
-            });
-        if ty == NT_GO_BUILD_ID && name == Some(b"Go".as_slice()) {
-            return true;
-        }
-        let Some(next) = name_len
-            .checked_add(desc_len)
-            .and_then(|n| n.checked_add(12))
-        else {
-            return false;
-        };
-        match notes.get(next..) {
-            Some(rest) if !rest.is_empty() => notes = rest,
-            _ => return false,
-        }
-    }
-    false
-}
-
 /// Whether exec of a program would run covered by librktio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -179,9 +102,6 @@ pub enum Verdict {
     Static(Vec<u8>),
     /// This file is for another machine.
     Foreign(Vec<u8>),
-    /// This file is a Go program (static or not): refused until the trap's
-    /// handler runs on a stack of its own (goroutine stacks are too small).
-    Go(Vec<u8>),
     /// Not something exec runs (the kernel answers ENOEXEC), or a chain of
     /// interpreters longer than the kernel follows.
     NotExecutable,
@@ -200,7 +120,6 @@ pub fn verdict<E>(
     for _ in 0..=MAX_INTERPRETERS {
         let h = head(&what)?;
         match exec_kind(&h) {
-            ExecKind::Dynamic | ExecKind::Static if is_go(&h) => return Ok(Verdict::Go(what)),
             ExecKind::Dynamic => return Ok(Verdict::Covered),
             ExecKind::Script(interp) => what = interp,
             ExecKind::Static => return Ok(Verdict::Static(what)),
@@ -469,33 +388,6 @@ mod tests {
             Ok(Verdict::Static(b"/static".to_vec()))
         );
         assert_eq!(verdict(b"/loop", files), Ok(Verdict::NotExecutable));
-    }
-
-    #[test]
-    fn go_programs_are_told_apart() {
-        assert!(!is_go(&head("/bin/sh")));
-        // An ELF header with one PT_NOTE segment holding Go's build-id note.
-        let mut h = head("/bin/sh")[..64].to_vec();
-        h[32..40].copy_from_slice(&64u64.to_le_bytes());
-        h[54..56].copy_from_slice(&56u16.to_le_bytes());
-        h[56..58].copy_from_slice(&1u16.to_le_bytes());
-        let mut ph = vec![0u8; 56];
-        ph[0..4].copy_from_slice(&PT_NOTE.to_le_bytes());
-        ph[8..16].copy_from_slice(&120u64.to_le_bytes());
-        ph[32..40].copy_from_slice(&20u64.to_le_bytes());
-        h.extend_from_slice(&ph);
-        let mut note = Vec::new();
-        note.extend_from_slice(&4u32.to_le_bytes());
-        note.extend_from_slice(&4u32.to_le_bytes());
-        note.extend_from_slice(&NT_GO_BUILD_ID.to_le_bytes());
-        note.extend_from_slice(b"Go\0\0abcd");
-        h.extend_from_slice(&note);
-        assert!(is_go(&h));
-        for n in 0..h.len() {
-            let _ = is_go(&h[..n]);
-        }
-        h[132] = b'X';
-        assert!(!is_go(&h));
     }
 
     #[test]

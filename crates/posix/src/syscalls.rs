@@ -743,7 +743,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 131,
         name: "sigaltstack",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 132,

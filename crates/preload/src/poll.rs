@@ -381,7 +381,18 @@ pub(crate) fn mixed_epoll_wait(
             total += 1;
         }
         if woke {
+            // The waker says ours changed. Another thread waiting on this epoll
+            // (Go's runtime polls one epoll from several) may sleep on, the
+            // waker drained here: what woke it is reported here, now.
             rt.epoll_drain(epfd);
+            let more = rt.epoll_ready(epfd, max_u - total).unwrap_or_default();
+            for e in more {
+                out[total] = libc::epoll_event {
+                    events: e.events,
+                    u64: e.data,
+                };
+                total += 1;
+            }
         }
         if total > 0 {
             return total as c_int;

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rktio_posix::syscalls::{self, Route};
 
+mod altstack;
 mod exec;
 mod loaded;
 mod signals;
@@ -186,8 +187,14 @@ impl Drop for Passing {
 
 /// Back to `prev`; back to the program delivers the signals held meanwhile.
 fn leave(prev: u8) {
+    leave_to(prev, std::ptr::null_mut());
+}
+
+/// Back to `prev`, to the program's context `ctx` (a signal frame's; null: none),
+/// which the held signals' handlers see (and may change) as they would natively.
+fn leave_to(prev: u8, ctx: *mut c_void) {
     if prev == BLOCK && ON.load(Ordering::Relaxed) {
-        deliver_pending();
+        deliver_pending(ctx);
         SELECTOR.set(BLOCK);
     } else {
         SELECTOR.set(prev);
@@ -210,10 +217,12 @@ pub fn install() -> Result<(), String> {
     // SIGSYS: ours, re-entrant (a program handler the stack runs may trap).
     let act = KSigaction {
         handler: rktio_sigsys_entry as *const () as u64,
-        flags: (libc::SA_SIGINFO | libc::SA_NODEFER | SA_RESTORER) as u64,
+        flags: (libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK | SA_RESTORER) as u64,
         restorer: rktio_gate_start as *const () as u64,
         mask: 0,
     };
+    // Our signal stack first: every action of ours runs on it.
+    altstack::take().map_err(|e| format!("cannot map a signal stack (errno {})", -e))?;
     let r = rt_sigaction(libc::SIGSYS, Some(&act), None);
     if r < 0 {
         return Err(format!("cannot take SIGSYS (errno {})", -r));
@@ -325,7 +334,7 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
     let ret = dispatch(nr, a, uc);
     uc.uc_mcontext.gregs[libc::REG_RAX as usize] = ret;
     PASSING.set(false);
-    leave(prev);
+    leave_to(prev, ctx);
 }
 
 // ---------------------------------------------------------------- dispatch
@@ -409,6 +418,7 @@ fn trapped(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
         libc::SYS_exit | libc::SYS_exit_group => loaded::exit(nr, a),
         libc::SYS_rt_sigaction => sigaction(a),
         libc::SYS_rt_sigprocmask => sigprocmask(a, uc),
+        libc::SYS_sigaltstack => sigaltstack(a, uc),
         libc::SYS_rt_sigsuspend => with_mask(a[0], |m| pass(nr, [m, a[1], 0, 0, 0, 0])),
         libc::SYS_rt_sigtimedwait => with_mask(a[0], |m| pass(nr, [m, a[1], a[2], a[3], 0, 0])),
         libc::SYS_signalfd | libc::SYS_signalfd4 => {

@@ -154,13 +154,6 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
             );
             return -i64::from(libc::EACCES);
         }
-        Ok(Verdict::Go(p)) => {
-            eprintln!(
-                "rktio: refused exec of {}: a Go program; its runtime makes system calls on goroutine stacks too small for the stack's handler (not offered yet)",
-                String::from_utf8_lossy(&p)
-            );
-            return -i64::from(libc::EACCES);
-        }
         Ok(Verdict::Foreign(p)) => {
             eprintln!(
                 "rktio: refused exec of {}: not an x86-64 program",

@@ -407,6 +407,9 @@ fn this_thread() -> *mut ThreadPointers {
 /// the stack made for the program returns to it (`loaded_thread`).
 pub(super) fn exit(nr: i64, a: [u64; 6]) -> i64 {
     if loaded().is_none() {
+        if nr == libc::SYS_exit {
+            altstack::exit_thread(a[0]);
+        }
         return pass(nr, a);
     }
     let tp = this_thread();
@@ -437,7 +440,7 @@ pub(super) fn exit(nr: i64, a: [u64; 6]) -> i64 {
         MAIN_STATUS.store(a[0], Ordering::SeqCst);
         MAIN_GONE.store(true, Ordering::SeqCst);
         if THREADS.load(Ordering::SeqCst) > 0 {
-            return pass(nr, a);
+            altstack::exit_thread(a[0]);
         }
     }
     last_exit(a[0])
@@ -627,6 +630,8 @@ extern "C" fn loaded_thread(arg: *mut c_void) -> *mut c_void {
             0,
         ],
     );
+    // Off our signal stack now (on this thread's own): it is free again.
+    altstack::release();
     // SAFETY: GS back to none; the pointers are this thread's, freed once.
     let clear_tid = unsafe {
         std::arch::asm!("wrgsbase {}", in(reg) 0u64, options(nostack));

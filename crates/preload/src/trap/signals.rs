@@ -53,7 +53,7 @@ pub(super) fn rt_sigaction(
 pub(super) fn wrapped(a: &KSigaction) -> KSigaction {
     KSigaction {
         handler: rktio_signal_entry as *const () as u64,
-        flags: a.flags | (libc::SA_SIGINFO | SA_RESTORER) as u64,
+        flags: a.flags | (libc::SA_SIGINFO | libc::SA_ONSTACK | SA_RESTORER) as u64,
         restorer: rktio_gate_start as *const () as u64,
         mask: a.mask & !SIGSYS_BIT,
     }
@@ -140,8 +140,17 @@ pub(super) extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: 
 }
 
 /// Runs the program's handlers for the signals held while the stack's code ran
-/// (selector at ALLOW), with the mask their actions ask for.
-pub(super) fn deliver_pending() {
+/// (selector at ALLOW), with the mask their actions ask for. They see `ctx`, the
+/// program's context as the stack returns to it (null: none, where the program
+/// called an entry point of ours: they see an empty one).
+pub(super) fn deliver_pending(ctx: *mut c_void) {
+    // SAFETY: a ucontext_t is plain data; all zeroes is a valid (empty) one.
+    let mut blank: libc::ucontext_t = unsafe { std::mem::zeroed() };
+    let ctx = if ctx.is_null() {
+        (&mut blank as *mut libc::ucontext_t).cast::<c_void>()
+    } else {
+        ctx
+    };
     loop {
         let p = PENDING.get();
         if p == 0 {
@@ -169,11 +178,7 @@ pub(super) fn deliver_pending() {
         );
         let mut info = INFOS.with(|i| i[sig as usize].get());
         SELECTOR.set(BLOCK);
-        call_handler(
-            sig,
-            info.as_mut_ptr().cast::<libc::siginfo_t>(),
-            std::ptr::null_mut(),
-        );
+        call_handler(sig, info.as_mut_ptr().cast::<libc::siginfo_t>(), ctx);
         SELECTOR.set(ALLOW);
         raw(
             libc::SYS_rt_sigprocmask,
@@ -187,6 +192,62 @@ pub(super) fn deliver_pending() {
             ],
         );
     }
+}
+
+thread_local! {
+    /// The program's own signal stack (sigaltstack): the kernel holds ours.
+    static PROGRAM_STACK: Cell<altstack::StackT> = const {
+        Cell::new(altstack::StackT { sp: 0, flags: altstack::SS_DISABLE, size: 0 })
+    };
+}
+
+/// sigaltstack: the program's signal stack is kept aside (its handlers run on
+/// ours, `altstack`); while one of them runs it is told ours, as the kernel
+/// tells a handler on the signal stack it runs on.
+pub(super) fn sigaltstack(a: [u64; 6], uc: &libc::ucontext_t) -> i64 {
+    use altstack::{SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, StackT};
+    let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as u64;
+    let in_handler = altstack::on_mine(sp);
+    let cur = match altstack::mine() {
+        Some(ours) if in_handler => ours,
+        _ => {
+            let mut p = PROGRAM_STACK.get();
+            if p.flags & SS_DISABLE == 0 && sp > p.sp && sp - p.sp <= p.size {
+                p.flags |= SS_ONSTACK;
+            }
+            p
+        }
+    };
+    if a[0] != 0 {
+        // SAFETY: the program passed a stack_t (kernel layout), read unaligned.
+        let n: StackT = unsafe { std::ptr::read_unaligned(a[0] as *const StackT) };
+        if in_handler || cur.flags & SS_ONSTACK != 0 {
+            return -i64::from(libc::EPERM);
+        }
+        let mode = n.flags & !SS_AUTODISARM;
+        let new = match mode {
+            SS_DISABLE => StackT {
+                sp: 0,
+                flags: SS_DISABLE,
+                size: 0,
+            },
+            0 | SS_ONSTACK if n.size < libc::MINSIGSTKSZ as u64 => {
+                return -i64::from(libc::ENOMEM);
+            }
+            0 | SS_ONSTACK => StackT {
+                sp: n.sp,
+                flags: n.flags & SS_AUTODISARM,
+                size: n.size,
+            },
+            _ => return -i64::from(libc::EINVAL),
+        };
+        PROGRAM_STACK.set(new);
+    }
+    if a[1] != 0 {
+        // SAFETY: the program gave room for a stack_t.
+        unsafe { std::ptr::write_unaligned(a[1] as *mut StackT, cur) };
+    }
+    0
 }
 
 /// rt_sigprocmask: the mask the program runs with is the one the kernel puts

@@ -113,6 +113,18 @@ pub(super) fn child_covered(process: bool) {
     SELECTOR.set(ALLOW);
     PASSING.set(false);
     PENDING.set(0);
+    if process {
+        // A forked child keeps its signal stack (the kernel's and the memory);
+        // a new thread has none: ours before any of the program's code.
+        altstack::forked_child();
+    } else if altstack::take().is_err() {
+        let msg = b"rktio: cannot give a new thread a signal stack; stopping\n";
+        raw(
+            libc::SYS_write,
+            [2, msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0],
+        );
+        raw(libc::SYS_exit_group, [127, 0, 0, 0, 0, 0]);
+    }
     if dispatch_on() < 0 {
         let msg = b"rktio: cannot turn system-call dispatch on in a new thread; stopping\n";
         raw(
