@@ -263,10 +263,15 @@ impl Runtime {
         let Some(cfg) = &self.net_cfg else {
             return Err(libc::EACCES);
         };
-        self.net
+        let mut started = false;
+        let net = self
+            .net
             .get_or_init(
                 || match start_net(cfg, Duration::from_micros(self.spin_us)) {
-                    Ok(n) => Some(n),
+                    Ok(n) => {
+                        started = true;
+                        Some(n)
+                    }
                     Err(e) => {
                         eprintln!("rktio: cannot start the network: {e}");
                         None
@@ -274,7 +279,18 @@ impl Runtime {
                 },
             )
             .as_ref()
-            .ok_or(libc::EIO)
+            .ok_or(libc::EIO);
+        if started {
+            // A thread may wait on an epoll since before the network was up
+            // (Go's runtime waits on its one epoll from the start), unwatched:
+            // its waker brings it round to watch the network from now on.
+            for d in self.fds().values() {
+                if let Kind::Epoll(e) = &d.kind {
+                    e.waker.notify();
+                }
+            }
+        }
+        net
     }
 
     fn sock(&self, fd: RawFd) -> Option<SysResult<(Arc<Desc>, &Net)>> {
