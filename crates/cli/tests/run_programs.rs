@@ -369,3 +369,71 @@ fn poll_family_on_stack_and_host_descriptors() {
         text(&o)
     );
 }
+
+/// A shared mapping of a sealed file sees the file's later writes (pwrite,
+/// write, writev, through another descriptor too), as the kernel's page cache
+/// makes it: bbolt (etcd's database) reads through a read-only shared mapping
+/// what it wrote with pwrite. Stores to a writable one reach the file, and the
+/// file's other mappings, on msync.
+#[test]
+fn shared_mappings_see_the_files_writes() {
+    let dir = setup("16M", "");
+    let d = dir.path();
+    let script = "import mmap, os\n\
+        fd = os.open('/data/m.bin', os.O_RDWR | os.O_CREAT, 0o644)\n\
+        os.pwrite(fd, b'A' * 12288, 0)\n\
+        ro = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ)\n\
+        rw = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=4096)\n\
+        os.pwrite(fd, b'BBBB', 4094)\n\
+        os.lseek(fd, 8190, 0); os.write(fd, b'CCCC')\n\
+        os.writev(fd, [b'DD', b'EE'])\n\
+        other = os.open('/data/m.bin', os.O_WRONLY)\n\
+        os.pwrite(other, b'F', 12287)\n\
+        print(ro[4092:4100], ro[8188:8200], ro[12286:12288])\n\
+        print(rw[0:4], rw[4094:4104])\n\
+        rw[100:104] = b'GGGG'; rw.flush()\n\
+        print(os.pread(fd, 4, 4196), ro[4196:4200])\n";
+    let o = rktio(d, &["run", "--", "/usr/bin/python3", "-c", script], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "b'AABBBBAA' b'AACCCCDDEEAA' b'AF'\nb'BBAA' b'CCCCDDEEAA'\nb'GGGG' b'GGGG'\n",
+        "{}",
+        text(&o)
+    );
+}
+
+/// flock(2) on sealed files: locks of one open file description (its dups
+/// too), conflicting with another's, gone with its last descriptor (bbolt,
+/// etcd's database, takes one on open).
+#[test]
+fn flock_on_sealed_files() {
+    let dir = setup("16M", "");
+    let d = dir.path();
+    let script = "import fcntl, os\n\
+        a = os.open('/data/l', os.O_RDWR | os.O_CREAT, 0o644)\n\
+        b = os.open('/data/l', os.O_RDONLY)\n\
+        fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+        try:\n\
+        \x20   fcntl.flock(b, fcntl.LOCK_SH | fcntl.LOCK_NB); print('b got it')\n\
+        except BlockingIOError:\n\
+        \x20   print('b refused')\n\
+        a2 = os.dup(a); os.close(a)\n\
+        try:\n\
+        \x20   fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB); print('b got it')\n\
+        except BlockingIOError:\n\
+        \x20   print('b refused while a dup holds it')\n\
+        os.close(a2)\n\
+        fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB); print('b got it after the last close')\n\
+        fcntl.flock(b, fcntl.LOCK_UN)\n\
+        c = os.open('/data/l', os.O_RDONLY)\n\
+        fcntl.flock(b, fcntl.LOCK_SH); fcntl.flock(c, fcntl.LOCK_SH | fcntl.LOCK_NB); print('two shared')\n";
+    let o = rktio(d, &["run", "--", "/usr/bin/python3", "-c", script], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "b refused\nb refused while a dup holds it\nb got it after the last close\ntwo shared\n",
+        "{}",
+        text(&o)
+    );
+}

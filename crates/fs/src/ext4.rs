@@ -100,6 +100,8 @@ pub struct Ext4Fs<Q: BlockQueue> {
     engine: Mutex<Engine<Q>>,
     cache: Arc<Mutex<PageCache<Q>>>,
     locks: LockTable,
+    /// flock(2) locks (whole files, apart from the record locks).
+    flocks: LockTable,
 }
 
 impl<Q: BlockQueue> std::fmt::Debug for Ext4Fs<Q> {
@@ -604,6 +606,7 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
             engine: Mutex::new(engine),
             cache,
             locks: LockTable::default(),
+            flocks: LockTable::default(),
         })
     }
 
@@ -1388,6 +1391,31 @@ where
 
     fn unlock_all(&self, file: &OpenFile, owner: u64) {
         self.locks.release(file.ino, owner);
+    }
+
+    fn flock(&self, file: &OpenFile, owner: u64, kind: LockKind, wait: bool) -> FsResult<()> {
+        ino_of(file.ino)?;
+        let req = RecordLock {
+            kind,
+            start: 0,
+            end: None,
+            owner,
+        };
+        if kind == LockKind::Unlock {
+            self.flocks.release(file.ino, owner);
+            return Ok(());
+        }
+        if wait {
+            self.flocks.set_wait(file.ino, &req)
+        } else {
+            self.flocks.set(file.ino, &req).map_err(|e| {
+                if e.errno == errno::EAGAIN {
+                    FsError::new(errno::EAGAIN, "the file is flock'ed by another open file")
+                } else {
+                    e
+                }
+            })
+        }
     }
 
     fn statfs(&self) -> FsResult<StatFs> {

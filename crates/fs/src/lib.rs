@@ -366,6 +366,11 @@ pub trait FileSystem: Send + Sync {
     fn setlk(&self, file: &OpenFile, req: &RecordLock, wait: bool) -> FsResult<()>;
     /// Releases every record lock `owner` holds on the file (close(2) does this).
     fn unlock_all(&self, file: &OpenFile, owner: u64);
+    /// flock(2): a whole-file lock of `owner` (an open file description),
+    /// shared (Read), exclusive (Write) or released (Unlock); with `wait`, it
+    /// waits while another owner holds a conflicting one. flock locks and
+    /// record locks do not see each other, as on Linux.
+    fn flock(&self, file: &OpenFile, owner: u64, kind: LockKind, wait: bool) -> FsResult<()>;
     /// statfs(2).
     fn statfs(&self) -> FsResult<StatFs>;
 }

@@ -160,8 +160,20 @@ impl std::fmt::Debug for FileDesc {
     }
 }
 
+impl FileDesc {
+    /// The owner of this open file description's flock locks.
+    fn flock_owner(&self) -> u64 {
+        (1 << 62) | (Arc::as_ptr(&self.file) as u64 & ((1 << 62) - 1))
+    }
+}
+
 impl Drop for FileDesc {
     fn drop(&mut self) {
+        // The last descriptor of the open file description is gone: so are its
+        // flock locks.
+        let _ = self
+            .fs
+            .flock(&self.file, self.flock_owner(), LockKind::Unlock, false);
         if let Err(e) = self.fs.close(&self.file) {
             tracing::warn!("close: {}", e.detail);
         }
@@ -171,12 +183,49 @@ impl Drop for FileDesc {
 /// A listener and the family of the socket that opened it (see `listen`).
 type SharedListener = (i32, std::sync::Weak<Mutex<rktio_net::TcpListener>>);
 
-/// A writable shared mapping of one of our files (see `Runtime::map_shared`).
+/// A shared mapping of one of our files (see `Runtime::map_shared`).
 struct SharedMap {
     addr: usize,
     len: usize,
     off: u64,
     file: Arc<FileDesc>,
+    /// The protection it was made with (a writable one is written back).
+    prot: i32,
+}
+
+impl SharedMap {
+    fn writable(&self) -> bool {
+        self.prot & libc::PROT_WRITE != 0
+    }
+}
+
+/// Where `len` bytes at file offset `off` of `f`'s file land in the shared
+/// mappings of that file (but the one at `except`): (address, offset into the
+/// bytes, length, protection).
+fn copies(
+    maps: &[SharedMap],
+    f: &FileDesc,
+    off: u64,
+    len: usize,
+    except: Option<usize>,
+) -> Vec<(usize, usize, usize, i32)> {
+    let end = off.saturating_add(len as u64);
+    maps.iter()
+        .filter(|m| m.file.mount == f.mount && m.file.file.ino() == f.file.ino())
+        .filter(|m| Some(m.addr) != except)
+        .filter_map(|m| {
+            let m_end = m.off.saturating_add(m.len as u64);
+            let (s, e) = (off.max(m.off), end.min(m_end));
+            (s < e).then(|| {
+                (
+                    m.addr + (s - m.off) as usize,
+                    (s - off) as usize,
+                    (e - s) as usize,
+                    m.prot,
+                )
+            })
+        })
+        .collect()
 }
 
 /// Counts of what the program did through the stack.
@@ -241,6 +290,8 @@ pub struct Runtime {
     /// there); `None`: the host's.
     cwd: Mutex<Option<Vec<u8>>>,
     maps: Mutex<Vec<SharedMap>>,
+    /// How many (a write checks it before taking the lock).
+    map_count: std::sync::atomic::AtomicUsize,
     /// Listeners by port, with the family that opened them (see `listen`).
     listeners: Mutex<HashMap<u16, SharedListener>>,
     spin_us: u64,
@@ -324,6 +375,7 @@ impl Runtime {
             cwd: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
             maps: Mutex::new(Vec::new()),
+            map_count: std::sync::atomic::AtomicUsize::new(0),
             net: OnceLock::new(),
             spin_us: config.poll.spin_us,
             stats: Stats::default(),
@@ -1105,6 +1157,26 @@ impl Runtime {
         }))
     }
 
+    /// flock(2): LOCK_SH, LOCK_EX or LOCK_UN, with LOCK_NB or not. The lock
+    /// belongs to the open file description (its dups share it) and goes with
+    /// its last descriptor.
+    pub fn flock(&self, fd: RawFd, op: i32) -> Option<SysResult<()>> {
+        let r = self.file(fd)?;
+        Some(r.and_then(|(_, f)| {
+            bump(&self.stats.meta, 1);
+            let kind = match op & !libc::LOCK_NB {
+                libc::LOCK_SH => LockKind::Read,
+                libc::LOCK_EX => LockKind::Write,
+                libc::LOCK_UN => LockKind::Unlock,
+                _ => return Err(EINVAL),
+            };
+            let fd = f.inner();
+            fd.fs
+                .flock(&fd.file, fd.flock_owner(), kind, op & libc::LOCK_NB == 0)
+                .map_err(errno)
+        }))
+    }
+
     // ---- metadata ----
 
     /// fstat(2).
@@ -1398,8 +1470,17 @@ impl Runtime {
         Some(r.map(|_| ()))
     }
 
-    /// Records a writable shared mapping of `fd` at `addr` (`len` bytes from `off`).
-    pub fn map_shared(&self, fd: RawFd, addr: usize, len: usize, off: i64) -> SysResult<()> {
+    /// Records a shared mapping of `fd` at `addr` (`len` bytes from `off`, made
+    /// with `prot`): writes to the file reach it (`mapped_copies`), and a
+    /// writable one is written back (`maps_in`, `write_back`).
+    pub fn map_shared(
+        &self,
+        fd: RawFd,
+        addr: usize,
+        len: usize,
+        off: i64,
+        prot: i32,
+    ) -> SysResult<()> {
         let d = self.desc(fd).ok_or(EBADF)?;
         let Kind::File(f) = &d.kind else {
             return Err(libc::ENODEV);
@@ -1413,19 +1494,77 @@ impl Runtime {
                 len,
                 off,
                 file: f.clone(),
+                prot,
             });
+        self.map_count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Shared mappings of ours overlapping `[addr, addr+len)`: (start, len, file
-    /// offset) of each overlap, for the caller to hand back to `write_back`.
+    /// Where `len` bytes just written at `off` to `fd` land in the shared
+    /// mappings of the same file: (address, offset into the bytes written,
+    /// length, the mapping's protection) of each overlap. A read-only mapping
+    /// sees the file's writes, as the kernel's shared page cache makes it see.
+    pub fn mapped_copies(
+        &self,
+        fd: RawFd,
+        off: u64,
+        len: usize,
+    ) -> Vec<(usize, usize, usize, i32)> {
+        if self.map_count.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let Some(d) = self.desc(fd) else {
+            return Vec::new();
+        };
+        let Kind::File(f) = &d.kind else {
+            return Vec::new();
+        };
+        let maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        copies(&maps, f, off, len, None)
+    }
+
+    /// As `mapped_copies`, for `len` bytes of the mapping at `addr` just
+    /// written back to its file (msync, munmap): where they land in the other
+    /// shared mappings of that file.
+    pub fn mapped_copies_from(&self, addr: usize, len: usize) -> Vec<(usize, usize, usize, i32)> {
+        let maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(src) = maps
+            .iter()
+            .find(|m| m.addr <= addr && addr < m.addr + m.len)
+        else {
+            return Vec::new();
+        };
+        let off = src.off + (addr - src.addr) as u64;
+        copies(&maps, &src.file, off, len, Some(src.addr))
+    }
+
+    /// Whether any mapping of ours (shared, of a sealed file) overlaps
+    /// `[addr, addr+len)`.
+    pub fn mapped_in(&self, addr: usize, len: usize) -> bool {
+        let end = addr.saturating_add(len);
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|m| m.addr < end && addr < m.addr + m.len)
+    }
+
+    /// Writable shared mappings of ours overlapping `[addr, addr+len)`: (start,
+    /// len, file offset) of each overlap, for the caller to hand back to
+    /// `write_back`.
     pub fn maps_in(&self, addr: usize, len: usize) -> Vec<(usize, usize, u64)> {
         let end = addr.saturating_add(len);
         self.maps
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .filter(|m| m.addr < end && addr < m.addr + m.len)
+            .filter(|m| m.writable() && m.addr < end && addr < m.addr + m.len)
             .map(|m| {
                 let s = m.addr.max(addr);
                 let e = (m.addr + m.len).min(end);
@@ -1442,7 +1581,7 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(m) = maps
             .iter()
-            .find(|m| m.addr <= addr && addr < m.addr + m.len)
+            .find(|m| m.writable() && m.addr <= addr && addr < m.addr + m.len)
         else {
             return Ok(());
         };
@@ -1490,6 +1629,7 @@ impl Runtime {
                     len: addr - ms,
                     off: m.off,
                     file: m.file.clone(),
+                    prot: m.prot,
                 });
             }
             if end < me {
@@ -1498,18 +1638,21 @@ impl Runtime {
                     len: me - end,
                     off: m.off + (end - ms) as u64,
                     file: m.file.clone(),
+                    prot: m.prot,
                 });
             }
         }
+        self.map_count.store(keep.len(), Ordering::Relaxed);
         *maps = keep;
     }
 
-    /// Every registered shared mapping (start, len), for the write-back at exit.
+    /// Every writable shared mapping (start, len), for the write-back at exit.
     pub fn all_maps(&self) -> Vec<(usize, usize)> {
         self.maps
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
+            .filter(|m| m.writable())
             .map(|m| (m.addr, m.len))
             .collect()
     }

@@ -453,7 +453,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 73,
         name: "flock",
-        route: HostOnly,
+        route: Stack,
     },
     Syscall {
         nr: 74,

@@ -224,6 +224,9 @@ pub unsafe extern "C" fn write(fd: c_int, p: *const c_void, n: size_t) -> ssize_
         // SAFETY: write(2)'s contract.
         let b = unsafe { buf(p, n) };
         if let Some(r) = rt.write(fd, b) {
+            if let Ok(k) = r {
+                mirror_at_position(rt, fd, &[&b[..k]]);
+            }
             return ret_size(r);
         }
     }
@@ -253,7 +256,27 @@ pub(crate) fn do_pwrite(fd: c_int, p: *const c_void, n: size_t, off: off_t) -> O
     }
     // SAFETY: pwrite(2)'s contract.
     let b = unsafe { buf(p, n) };
-    Some(ret_size(rt.pwrite(fd, b, off)?))
+    let r = rt.pwrite(fd, b, off)?;
+    if let (Ok(k), Ok(at)) = (&r, u64::try_from(off)) {
+        crate::memory::mirror_write(rt, fd, at, &[&b[..*k]]);
+    }
+    Some(ret_size(r))
+}
+
+/// After a write at the file position of `fd` (which it moved past what it
+/// wrote): the file's shared mappings see it.
+fn mirror_at_position(rt: &Runtime, fd: c_int, bytes: &[&[u8]]) {
+    let n: usize = bytes.iter().map(|b| b.len()).sum();
+    if n == 0 || rt.mapped_copies(fd, 0, usize::MAX).is_empty() {
+        return;
+    }
+    if let Some(Ok(end)) = rt.lseek(fd, 0, libc::SEEK_CUR)
+        && let Some(at) = u64::try_from(end)
+            .ok()
+            .and_then(|e| e.checked_sub(n as u64))
+    {
+        crate::memory::mirror_write(rt, fd, at, bytes);
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -347,7 +370,23 @@ pub(crate) fn do_writev(
     }
     // SAFETY: writev(2)'s contract.
     let bufs = unsafe { iov(v, n) };
-    Some(ret_size(rt.writev(fd, &bufs, off)?))
+    let r = rt.writev(fd, &bufs, off)?;
+    if let Ok(k) = r {
+        // What was written: the first `k` bytes of the buffers.
+        let mut left = k;
+        let mut done: Vec<&[u8]> = Vec::new();
+        for b in &bufs {
+            let t = left.min(b.len());
+            done.push(&b[..t]);
+            left -= t;
+        }
+        match off.map(u64::try_from) {
+            Some(Ok(at)) => crate::memory::mirror_write(rt, fd, at, &done),
+            Some(Err(_)) => {}
+            None => mirror_at_position(rt, fd, &done),
+        }
+    }
+    Some(ret_size(r))
 }
 
 #[unsafe(no_mangle)]

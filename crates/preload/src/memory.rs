@@ -5,8 +5,11 @@ use super::*;
 // ---------------------------------------------------------------- mmap
 
 /// mmap of one of our files: anonymous memory (private or shared as asked)
-/// filled from the file; a writable shared one is written back on msync,
-/// munmap and exit (see `Runtime::map_shared`).
+/// filled from the file. A shared one sees the file's later writes
+/// (`mirror_write`), as the kernel's page cache makes it (bbolt, etcd's
+/// database, reads through a read-only shared mapping what it wrote with
+/// pwrite); a writable one is written back on msync, munmap and exit (see
+/// `Runtime::map_shared`).
 pub(crate) fn do_mmap(
     addr: *mut c_void,
     len: size_t,
@@ -60,10 +63,7 @@ pub(crate) fn do_mmap(
             None => break,
         }
     }
-    if shared
-        && prot & libc::PROT_WRITE != 0
-        && let Err(e) = rt.map_shared(fd, m as usize, len, off)
-    {
+    if shared && let Err(e) = rt.map_shared(fd, m as usize, len, off, prot) {
         real!(c"munmap", fn(*mut c_void, size_t) -> c_int, m, len);
         set_errno(e);
         return Some(libc::MAP_FAILED);
@@ -80,6 +80,70 @@ pub(crate) fn do_mmap(
     Some(m)
 }
 
+/// Serializes `mirror_write`'s protection changes (two writers opening and
+/// closing one read-only page at once would leave it closed to the other).
+static MIRROR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const PAGE: usize = 4096;
+
+/// After `bytes` were written at `off` to `fd`: the file's shared mappings see
+/// them. A read-only mapping is opened for the copy and closed again.
+pub(crate) fn mirror_write(rt: &Runtime, fd: c_int, off: u64, bytes: &[&[u8]]) {
+    let total: usize = bytes.iter().map(|b| b.len()).sum();
+    mirror(rt.mapped_copies(fd, off, total), bytes);
+}
+
+/// Copies `bytes` where `copies` (from `Runtime::mapped_copies`) say.
+fn mirror(copies: Vec<(usize, usize, usize, c_int)>, bytes: &[&[u8]]) {
+    if copies.is_empty() {
+        return;
+    }
+    let _g = MIRROR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (addr, from, len, prot) in copies {
+        let (lo, hi) = (addr & !(PAGE - 1), (addr + len).div_ceil(PAGE) * PAGE);
+        let closed = prot & libc::PROT_WRITE == 0;
+        if closed {
+            real!(
+                c"mprotect",
+                fn(*mut c_void, size_t, c_int) -> c_int,
+                lo as *mut c_void,
+                hi - lo,
+                prot | libc::PROT_WRITE
+            );
+        }
+        // SAFETY: [addr, addr+len) lies inside a live shared mapping we made
+        // (registered in `map_shared`, not unmapped: munmap takes it out of
+        // the table first), writable now.
+        let dst = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) };
+        let mut at = 0;
+        let mut skip = from;
+        for b in bytes {
+            if at == len {
+                break;
+            }
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            let k = (b.len() - skip).min(len - at);
+            dst[at..at + k].copy_from_slice(&b[skip..skip + k]);
+            at += k;
+            skip = 0;
+        }
+        if closed {
+            real!(
+                c"mprotect",
+                fn(*mut c_void, size_t, c_int) -> c_int,
+                lo as *mut c_void,
+                hi - lo,
+                prot
+            );
+        }
+    }
+}
+
 /// Writes our shared mappings inside `[addr, addr+len)` back to their files.
 pub(crate) fn write_back(rt: &Runtime, addr: usize, len: usize) -> SysResult<()> {
     for (s, n, _) in rt.maps_in(addr, len) {
@@ -87,6 +151,8 @@ pub(crate) fn write_back(rt: &Runtime, addr: usize, len: usize) -> SysResult<()>
         // `map_shared`, not yet unmapped), readable.
         let bytes = unsafe { std::slice::from_raw_parts(s as *const u8, n) };
         rt.write_back(s, bytes)?;
+        // The file's other shared mappings see what this one wrote.
+        mirror(rt.mapped_copies_from(s, n), &[bytes]);
     }
     Ok(())
 }
@@ -94,7 +160,7 @@ pub(crate) fn write_back(rt: &Runtime, addr: usize, len: usize) -> SysResult<()>
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
     if let Some((rt, _g)) = enter()
-        && !rt.maps_in(addr as usize, len).is_empty()
+        && rt.mapped_in(addr as usize, len)
     {
         if let Err(e) = write_back(rt, addr as usize, len) {
             // The data stays mapped: nothing is lost by failing.
