@@ -2,7 +2,7 @@
 //! sockets on our TCP/IP over AF_XDP with WireGuard, their files on a sealed
 //! mount; real clients in a peer namespace behind wireguard-go (or behind a
 //! second stack of ours). A capture on the wire and the image never hold the
-//! canary. Needs root, redis-server, redis-tools, nginx, wrk, iperf3, caddy and the
+//! canary. Needs root, redis-server, redis-tools, nginx, wrk, iperf3, caddy, etcd and the
 //! peer tools (rktio-testnet); `.ci/run` installs them, a missing one fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
