@@ -81,6 +81,7 @@ fn check_syscalls(d: &Path, prog: &Path) {
         "tmpfile: errno 13",
         &format!("thread write: {}", CANARY.len() + 8),
         "signal: 10",
+        "handler on the thread's stack: 1",
         "resethand: 1",
         // The program's SIGSYS action serves SIGSYS that is sent; the kernel's
         // stays the stack's. A mask the program sets holds, without SIGSYS.

@@ -1401,8 +1401,11 @@ where
             end: None,
             owner,
         };
+        // A conversion lets go first, as Linux's does: two owners that hold a
+        // shared lock and both ask for an exclusive one do not wait on each
+        // other for ever.
+        self.flocks.release(file.ino, owner);
         if kind == LockKind::Unlock {
-            self.flocks.release(file.ino, owner);
             return Ok(());
         }
         if wait {

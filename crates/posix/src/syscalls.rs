@@ -213,7 +213,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 25,
         name: "mremap",
-        route: Host,
+        route: Stack,
     },
     Syscall {
         nr: 26,

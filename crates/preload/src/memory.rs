@@ -19,6 +19,15 @@ pub(crate) fn do_mmap(
     off: off_t,
 ) -> Option<*mut c_void> {
     let (rt, _g) = enter()?;
+    if flags & libc::MAP_FIXED != 0 && rt.mapped_in(addr as usize, len) {
+        // The new mapping replaces ours there: written back and forgotten first.
+        let _m = mirror_lock();
+        if let Err(e) = write_back_locked(rt, addr as usize, len) {
+            set_errno(e);
+            return Some(libc::MAP_FAILED);
+        }
+        rt.unmap(addr as usize, len);
+    }
     if flags & libc::MAP_ANONYMOUS != 0 || !rt.is_ours(fd) {
         return None;
     }
@@ -48,6 +57,8 @@ pub(crate) fn do_mmap(
     if m == libc::MAP_FAILED {
         return Some(m);
     }
+    // Filled and registered before a write to the file can look for it.
+    let _m = shared.then(mirror_lock);
     // SAFETY: `m` is a fresh mapping of `len` bytes, readable and writable.
     let b = unsafe { buf_mut(m, len) };
     let mut done = 0usize;
@@ -80,9 +91,17 @@ pub(crate) fn do_mmap(
     Some(m)
 }
 
-/// Serializes `mirror_write`'s protection changes (two writers opening and
-/// closing one read-only page at once would leave it closed to the other).
+/// Held while the stack's code touches the memory of shared mappings or changes
+/// which are registered: a copy into a mapping (`mirror`) never meets its
+/// munmap halfway, two copies never open and close one read-only page at once,
+/// and a new mapping is filled and registered before a write can miss it.
 static MIRROR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mirror_lock() -> std::sync::MutexGuard<'static, ()> {
+    MIRROR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 const PAGE: usize = 4096;
 
@@ -90,17 +109,13 @@ const PAGE: usize = 4096;
 /// them. A read-only mapping is opened for the copy and closed again.
 pub(crate) fn mirror_write(rt: &Runtime, fd: c_int, off: u64, bytes: &[&[u8]]) {
     let total: usize = bytes.iter().map(|b| b.len()).sum();
+    let _g = mirror_lock();
     mirror(rt.mapped_copies(fd, off, total), bytes);
 }
 
-/// Copies `bytes` where `copies` (from `Runtime::mapped_copies`) say.
+/// Copies `bytes` where `copies` (from `Runtime::mapped_copies`) say; `MIRROR`
+/// held since the copies were looked up.
 fn mirror(copies: Vec<(usize, usize, usize, c_int)>, bytes: &[&[u8]]) {
-    if copies.is_empty() {
-        return;
-    }
-    let _g = MIRROR
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (addr, from, len, prot) in copies {
         let (lo, hi) = (addr & !(PAGE - 1), (addr + len).div_ceil(PAGE) * PAGE);
         let closed = prot & libc::PROT_WRITE == 0;
@@ -114,8 +129,8 @@ fn mirror(copies: Vec<(usize, usize, usize, c_int)>, bytes: &[&[u8]]) {
             );
         }
         // SAFETY: [addr, addr+len) lies inside a live shared mapping we made
-        // (registered in `map_shared`, not unmapped: munmap takes it out of
-        // the table first), writable now.
+        // (registered in `map_shared`; munmap and MAP_FIXED take it out of the
+        // table first, under `MIRROR`, which is held), writable now.
         let dst = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) };
         let mut at = 0;
         let mut skip = from;
@@ -146,6 +161,12 @@ fn mirror(copies: Vec<(usize, usize, usize, c_int)>, bytes: &[&[u8]]) {
 
 /// Writes our shared mappings inside `[addr, addr+len)` back to their files.
 pub(crate) fn write_back(rt: &Runtime, addr: usize, len: usize) -> SysResult<()> {
+    let _g = mirror_lock();
+    write_back_locked(rt, addr, len)
+}
+
+/// `write_back`, `MIRROR` held.
+fn write_back_locked(rt: &Runtime, addr: usize, len: usize) -> SysResult<()> {
     for (s, n, _) in rt.maps_in(addr, len) {
         // SAFETY: `[s, s+n)` lies inside a live mapping we made (registered in
         // `map_shared`, not yet unmapped), readable.
@@ -162,12 +183,14 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
     if let Some((rt, _g)) = enter()
         && rt.mapped_in(addr as usize, len)
     {
-        if let Err(e) = write_back(rt, addr as usize, len) {
+        let _m = mirror_lock();
+        if let Err(e) = write_back_locked(rt, addr as usize, len) {
             // The data stays mapped: nothing is lost by failing.
             set_errno(e);
             return -1;
         }
         rt.unmap(addr as usize, len);
+        return real!(c"munmap", fn(*mut c_void, size_t) -> c_int, addr, len);
     }
     real!(c"munmap", fn(*mut c_void, size_t) -> c_int, addr, len)
 }

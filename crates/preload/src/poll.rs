@@ -387,6 +387,13 @@ pub(crate) fn mixed_epoll_wait(
             rt.epoll_drain(epfd);
             let more = rt.epoll_ready(epfd, max_u - total).unwrap_or_default();
             for e in more {
+                // Not twice in one answer (a level-triggered one seen above).
+                if out[..k].iter().any(|o| {
+                    let d = o.u64;
+                    d == e.data
+                }) {
+                    continue;
+                }
                 out[total] = libc::epoll_event {
                     events: e.events,
                     u64: e.data,

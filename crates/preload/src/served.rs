@@ -87,6 +87,21 @@ fn host_fd_call(nr: i64, a: [u64; 6], fds: &[usize], errno_ours: c_int, why: &st
     pass(nr, a)
 }
 
+/// mremap(2): refused for a shared mapping of a sealed file (the stack keeps
+/// where it is, to bring the file's writes to it); the rest is the host's.
+fn mremap_call(nr: i64, a: [u64; 6]) -> i64 {
+    if let Some((rt, _g)) = crate::enter()
+        && rt.mapped_in(a[0] as usize, a[1] as usize)
+    {
+        return refuse(
+            nr,
+            libc::ENOMEM,
+            "a shared mapping of a sealed file cannot be moved or resized (munmap and mmap again)",
+        );
+    }
+    pass(nr, a)
+}
+
 /// flock(2): ours in the stack's lock table, the host's passed on.
 fn flock_call(a: [u64; 6]) -> i64 {
     if let Some((rt, _g)) = crate::enter()
@@ -150,6 +165,7 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
             ) as i64),
             SYS_munmap => ci(crate::munmap(p(a[0]), a[1] as size_t)),
             SYS_msync => ci(crate::msync(p(a[0]), a[1] as size_t, i(a[2]))),
+            SYS_mremap => mremap_call(nr, a),
             SYS_ioctl => ci(crate::ioctl(i(a[0]), a[1] as c_ulong, p(a[2]))),
             SYS_pread64 => cs(crate::pread(
                 i(a[0]),

@@ -300,6 +300,10 @@ pub fn install() -> Result<(), String> {
 extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let prev = SELECTOR.replace(ALLOW);
     let was_passing = PASSING.replace(false);
+    if !ctx.is_null() {
+        // SAFETY: the kernel's saved context of this thread, ours alone here.
+        rearm(unsafe { &mut *ctx.cast::<libc::ucontext_t>() });
+    }
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
     if code != SYS_USER_DISPATCH || ctx.is_null() {
@@ -331,10 +335,12 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
         g[libc::REG_R8 as usize] as u64,
         g[libc::REG_R9 as usize] as u64,
     ];
+    let outer_sp = note_program_sp(uc);
     let ret = dispatch(nr, a, uc);
     uc.uc_mcontext.gregs[libc::REG_RAX as usize] = ret;
     PASSING.set(false);
     leave_to(prev, ctx);
+    PROGRAM_SP.set(outer_sp);
 }
 
 // ---------------------------------------------------------------- dispatch

@@ -9,6 +9,7 @@
 #include <glob.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +40,11 @@ static void *thread_main(void *arg) {
 }
 
 static volatile sig_atomic_t got;
+static volatile uintptr_t handler_sp;
 static void on_usr1(int s) {
   /* A handler's own system calls are covered too. */
   long fd = syscall(SYS_openat, AT_FDCWD, "/data/handler.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  handler_sp = (uintptr_t)&fd;
   if (fd >= 0) syscall(SYS_close, fd);
   got = s;
 }
@@ -90,6 +93,11 @@ int main(void) {
   signal(SIGUSR1, on_usr1);
   raise(SIGUSR1);
   report("signal", got);
+  /* Without SA_ONSTACK it ran on this thread's stack, as under the kernel
+   * (Boehm's collector scans from a handler's own stack pointer). */
+  uintptr_t here = (uintptr_t)&t;
+  report("handler on the thread's stack",
+         handler_sp < here && here - handler_sp < (1 << 20) ? 1 : 0);
   /* SA_RESETHAND: the action is the default again once the handler ran */
   struct sigaction sa, q;
   memset(&sa, 0, sizeof sa);

@@ -120,9 +120,10 @@ pub(super) fn take() -> Result<(), i64> {
         base = m as u64 + GUARD;
         s.base.store(base, Ordering::Release);
     }
+    // SS_AUTODISARM: off while our handlers run on it (see `signals::rearm`).
     let st = StackT {
         sp: base,
-        flags: 0,
+        flags: SS_AUTODISARM,
         size: SIZE,
     };
     let r = raw(

@@ -116,9 +116,10 @@ macro_rules! entry {
 entry!("rktio_sigsys_entry", super::on_sigsys);
 entry!("rktio_signal_entry", super::signals::on_signal);
 
-// rktio_call_program(f, sig, info, ctx): calls the program's signal handler f
-// with the program's FS, and takes the stack's back when it returns (one that
-// jumps out keeps the program's, as it should).
+// rktio_call_program(f, sig, info, ctx, sp): calls the program's signal handler
+// f with the program's FS, on the stack at `sp` (16-aligned; 0: this one), and
+// takes the stack's FS and stack back when it returns (one that jumps out keeps
+// the program's, as it should).
 std::arch::global_asm!(
     ".pushsection .text.rktio_entry,\"ax\",@progbits",
     ".globl rktio_call_program",
@@ -126,6 +127,13 @@ std::arch::global_asm!(
     ".p2align 4",
     "rktio_call_program:",
     "    push rbx",
+    "    push rbp",
+    "    mov rbp, rsp",
+    "    sub rsp, 8",
+    "    test r8, r8",
+    "    jz 3f",
+    "    mov rsp, r8",
+    "3:",
     "    mov rax, rdi",
     "    mov edi, esi",
     "    mov rsi, rdx",
@@ -145,6 +153,8 @@ std::arch::global_asm!(
     "    mov rcx, [rbx]",
     "    wrfsbase rcx",
     "2:",
+    "    mov rsp, rbp",
+    "    pop rbp",
     "    pop rbx",
     "    ret",
     ".popsection",
@@ -233,6 +243,7 @@ unsafe extern "C" {
         sig: c_int,
         info: *mut libc::siginfo_t,
         ctx: *mut c_void,
+        sp: u64,
     );
     fn rktio_enter_program(entry: u64, sp: u64, selector: *mut u8) -> !;
 }

@@ -78,10 +78,78 @@ pub(super) fn call_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_v
             raw(libc::SYS_tgkill, [pid, tid, sig as u64, 0, 0, 0]);
         }
         1 => {}
-        // SAFETY: the program installed this handler (a plain one ignores the
-        // other two arguments, as under the kernel); it runs with the
-        // program's thread pointer where that differs from ours.
-        _ => unsafe { rktio_call_program(h, sig, info, ctx) },
+        _ => {
+            // Where the kernel would run it: a handler without SA_ONSTACK on
+            // the stack the program was interrupted on (below its red zone);
+            // one with SA_ONSTACK on a signal stack, ours. (Interrupted in
+            // the stack's own code, or with no context: here.)
+            let sp = if flags & libc::SA_ONSTACK as u64 == 0 && !ctx.is_null() {
+                // SAFETY: ctx is a ucontext_t (the kernel's, or ours).
+                let mut rsp = unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs }
+                    [libc::REG_RSP as usize] as u64;
+                if altstack::on_mine(rsp) {
+                    // Interrupted in the stack's code serving a call: the
+                    // program's stack is where it made the call.
+                    rsp = PROGRAM_SP.get();
+                }
+                if rsp > 4096 && !altstack::on_mine(rsp) {
+                    (rsp - 128) & !15
+                } else {
+                    0
+                }
+            } else {
+                0
+            };
+            if sp != 0 {
+                FOREIGN.set(FOREIGN.get() + 1);
+            }
+            // SAFETY: the program installed this handler (a plain one ignores
+            // the other two arguments, as under the kernel); it runs with the
+            // program's thread pointer where that differs from ours, on the
+            // program's own stack below where it was (or on ours).
+            unsafe { rktio_call_program(h, sig, info, ctx, sp) };
+            if sp != 0 {
+                FOREIGN.set(FOREIGN.get() - 1);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Program handlers running on the program's stack, called from a frame
+    /// of ours (our signal stack is disarmed while they run: see `rearm`).
+    static FOREIGN: Cell<u32> = const { Cell::new(0) };
+    /// While the stack serves a system call on its own signal stack: the
+    /// program's stack pointer at the call (0: none, or not free below).
+    pub(super) static PROGRAM_SP: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Notes where the program's stack was as a SIGSYS frame of ours starts (see
+/// `PROGRAM_SP`); gives what to put back as it ends.
+pub(super) fn note_program_sp(uc: &libc::ucontext_t) -> u64 {
+    let here = 0u8;
+    let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as u64;
+    let free_below = altstack::on_mine(&here as *const u8 as u64) && !altstack::on_mine(sp);
+    PROGRAM_SP.replace(if free_below { sp } else { 0 })
+}
+
+/// For a signal frame of ours whose interrupted code was the program's own
+/// (not nested in one of our frames): its return arms our signal stack again.
+/// The kernel disarms it while our handlers run (SS_AUTODISARM: a program
+/// handler running on the program's stack may trap, and that frame must not
+/// land on our live ones) and puts back what it found; after a handler that
+/// jumped out of us it found it disarmed, and this repairs it.
+pub(super) fn rearm(uc: &mut libc::ucontext_t) {
+    let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as u64;
+    if FOREIGN.get() != 0 || altstack::on_mine(sp) {
+        return;
+    }
+    if let Some(ours) = altstack::mine() {
+        uc.uc_stack = libc::stack_t {
+            ss_sp: ours.sp as *mut c_void,
+            ss_flags: altstack::SS_AUTODISARM,
+            ss_size: ours.size as usize,
+        };
     }
 }
 
@@ -98,6 +166,10 @@ pub(super) fn is_fault(sig: c_int, info: *const libc::siginfo_t) -> bool {
 pub(super) extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     if !(1..NSIG as c_int).contains(&sig) {
         return;
+    }
+    if !ctx.is_null() {
+        // SAFETY: the kernel's saved context of this thread, ours alone here.
+        rearm(unsafe { &mut *ctx.cast::<libc::ucontext_t>() });
     }
     let sel = SELECTOR.get();
     let passing = PASSING.get();
