@@ -338,16 +338,13 @@ fn redis_benchmark_on_our_stack_against_redis_server_on_our_stack() {
     let _ = peer;
 }
 
-#[test]
-fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
-    for t in ["nginx", "wrk", "curl"] {
-        need(t);
-    }
-    // The site is made into the sealed image with `disk create --from`.
+/// A web site sealed into `d.img` with `disk create --from`: /www/big.bin (3 MiB,
+/// the canary in it), /www/index.html, and an empty directory `extra`.
+fn site(extra: &str) -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("site/www")).unwrap();
-    std::fs::create_dir_all(d.join("site/tmp")).unwrap();
+    std::fs::create_dir_all(d.join("site").join(extra)).unwrap();
     let big: Vec<u8> = CANARY
         .bytes()
         .chain((0..200u32).flat_map(|i| i.to_le_bytes()))
@@ -374,6 +371,16 @@ fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
     );
     assert!(o.status.success(), "{}", text(&o));
     std::fs::remove_dir_all(d.join("site")).unwrap();
+    (dir, big)
+}
+
+#[test]
+fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
+    for t in ["nginx", "wrk", "curl"] {
+        need(t);
+    }
+    let (dir, big) = site("tmp");
+    let d = dir.path();
     std::fs::write(
         d.join("nginx.conf"),
         "master_process off;\ndaemon off;\nworker_processes 1;\nerror_log stderr notice;\n\
@@ -446,36 +453,8 @@ fn caddy_serves_a_sealed_mount_to_curl_behind_wireguard_go() {
     for t in ["caddy", "curl"] {
         need(t);
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (dir, big) = site("home");
     let d = dir.path();
-    std::fs::create_dir_all(d.join("site/www")).unwrap();
-    std::fs::create_dir_all(d.join("site/home")).unwrap();
-    let big: Vec<u8> = CANARY
-        .bytes()
-        .chain((0..300u32).flat_map(|i| i.to_le_bytes()))
-        .cycle()
-        .take(3 << 20)
-        .collect();
-    std::fs::write(d.join("site/www/big.bin"), &big).unwrap();
-    std::fs::write(d.join("site/www/index.html"), format!("<p>{CANARY}</p>\n")).unwrap();
-    assert!(rktio(d, &["disk", "keygen", "k"], None).status.success());
-    let o = rktio(
-        d,
-        &[
-            "disk",
-            "create",
-            "d.img",
-            "--size",
-            "128M",
-            "--key-file",
-            "k",
-            "--from",
-            "site",
-        ],
-        None,
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    std::fs::remove_dir_all(d.join("site")).unwrap();
     let mut peer = Peer::new();
     wg_setup(&mut peer, d, "");
     // Its state (certificates, autosave) on the sealed mount too.

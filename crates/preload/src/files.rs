@@ -538,6 +538,17 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     real!(c"fdatasync", fn(c_int) -> c_int, fd)
 }
 
+/// flock(2): ours in the stack's lock table (see `Runtime::flock`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn flock(fd: c_int, op: c_int) -> c_int {
+    if let Some((rt, _g)) = enter()
+        && let Some(r) = rt.flock(fd, op)
+    {
+        return ret_int(r);
+    }
+    real!(c"flock", fn(c_int, c_int) -> c_int, fd, op)
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sync_file_range(fd: c_int, off: off_t, n: off_t, flags: u32) -> c_int {
     if let Some((rt, _g)) = enter()

@@ -120,13 +120,7 @@ fn mirror(copies: Vec<(usize, usize, usize, c_int)>, bytes: &[&[u8]]) {
         let (lo, hi) = (addr & !(PAGE - 1), (addr + len).div_ceil(PAGE) * PAGE);
         let closed = prot & libc::PROT_WRITE == 0;
         if closed {
-            real!(
-                c"mprotect",
-                fn(*mut c_void, size_t, c_int) -> c_int,
-                lo as *mut c_void,
-                hi - lo,
-                prot | libc::PROT_WRITE
-            );
+            protect(lo, hi - lo, prot | libc::PROT_WRITE);
         }
         // SAFETY: [addr, addr+len) lies inside a live shared mapping we made
         // (registered in `map_shared`; munmap and MAP_FIXED take it out of the
@@ -148,15 +142,19 @@ fn mirror(copies: Vec<(usize, usize, usize, c_int)>, bytes: &[&[u8]]) {
             skip = 0;
         }
         if closed {
-            real!(
-                c"mprotect",
-                fn(*mut c_void, size_t, c_int) -> c_int,
-                lo as *mut c_void,
-                hi - lo,
-                prot
-            );
+            protect(lo, hi - lo, prot);
         }
     }
+}
+
+fn protect(at: usize, len: usize, prot: c_int) {
+    real!(
+        c"mprotect",
+        fn(*mut c_void, size_t, c_int) -> c_int,
+        at as *mut c_void,
+        len,
+        prot
+    );
 }
 
 /// Writes our shared mappings inside `[addr, addr+len)` back to their files.

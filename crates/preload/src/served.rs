@@ -102,16 +102,6 @@ fn mremap_call(nr: i64, a: [u64; 6]) -> i64 {
     pass(nr, a)
 }
 
-/// flock(2): ours in the stack's lock table, the host's passed on.
-fn flock_call(a: [u64; 6]) -> i64 {
-    if let Some((rt, _g)) = crate::enter()
-        && let Some(r) = rt.flock(i(a[0]), i(a[1]))
-    {
-        return r.map_or_else(|e| -i64::from(e), |()| 0);
-    }
-    pass(libc::SYS_flock, a)
-}
-
 /// Every Stack and HostOnly call of the table.
 #[allow(non_upper_case_globals)]
 pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
@@ -386,7 +376,7 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 "sealed mounts hold no device nodes, FIFOs or sockets",
             ),
             // HostOnly: descriptors and paths of the host only.
-            SYS_flock => flock_call(a),
+            SYS_flock => ci(crate::flock(i(a[0]), i(a[1]))),
             SYS_copy_file_range => host_fd_call(
                 nr,
                 a,
