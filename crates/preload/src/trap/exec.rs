@@ -166,14 +166,18 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
         return -i64::from(libc::EACCES);
     };
     crate::before_exec();
-    let envp = covered_env(envp, env);
+    exec_with(&abs, argv, &covered_env(envp, env))
+}
+
+/// The exec itself: `path` with the program's arguments and `envp`.
+fn exec_with(path: &CStr, argv: u64, envp: &[CString]) -> i64 {
     let mut ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     pass(
         libc::SYS_execveat,
         [
             libc::AT_FDCWD as u64,
-            abs.as_ptr() as u64,
+            path.as_ptr() as u64,
             argv,
             ptrs.as_ptr() as u64,
             0,
@@ -204,19 +208,7 @@ fn exec_loaded(loader: &CStr, program: &CStr, argv: u64, envp: u64) -> i64 {
     let mut load = b"RKTIO_LOAD=".to_vec();
     load.extend_from_slice(program.to_bytes());
     envp.extend(CString::new(load).ok());
-    let mut ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    pass(
-        libc::SYS_execveat,
-        [
-            libc::AT_FDCWD as u64,
-            loader.as_ptr() as u64,
-            argv,
-            ptrs.as_ptr() as u64,
-            0,
-            0,
-        ],
-    )
+    exec_with(loader, argv, &envp)
 }
 
 /// The program's environment, with librktio preloaded and the configuration set.
