@@ -56,6 +56,19 @@ impl Server {
         String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
     }
 
+    /// Waits (at most 60 s) until the server has printed `text`.
+    fn wait_output(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.output().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "server never printed {text:?}: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (at most 30 s) for the server to exit, then gives its output.
     fn finish(self, peer: &mut Peer) -> String {
         self.wait_for(peer, false)
@@ -525,10 +538,24 @@ fn iperf3_server_on_the_stack_with_the_client_behind_wireguard_go() {
     let srv = start(
         &mut peer,
         d,
-        &["--stats", "run", "-c", "net.toml", "--", "iperf3", "-s"],
+        &[
+            "--stats",
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "iperf3",
+            "-s",
+            "--forceflush",
+        ],
         &[("TMPDIR", "/data")],
     );
     wait_tcp(&peer, &srv, "10.202.0.2", 5201);
+    // iperf3 takes the probe for a client that sent nothing: it closes its
+    // listener and opens a new one for test #2. A client that connected in
+    // between would sit in the old listener's backlog and be reset
+    // (--forceflush: its stdout is a pipe).
+    srv.wait_output("(test #2)");
     for dir_flag in ["", "-R"] {
         let o = peer.sh(&format!("iperf3 -c 10.202.0.2 -t 2 {dir_flag} 2>&1"));
         let line = o
