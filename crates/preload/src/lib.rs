@@ -237,13 +237,10 @@ fn ret_size(r: SysResult<usize>) -> ssize_t {
     }
 }
 
-/// The bytes of a C string (None for NULL).
+/// The bytes of a C string: None for NULL or an address that cannot be read
+/// (the host's call answers EFAULT).
 unsafe fn cpath<'a>(p: *const c_char) -> Option<&'a [u8]> {
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: the caller passed a NUL-terminated string, valid for this call.
-    Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+    trap::user::c_str(p)
 }
 
 unsafe fn buf_mut<'a>(p: *mut c_void, n: size_t) -> &'a mut [u8] {

@@ -28,13 +28,9 @@ fn cs(r: isize) -> i64 {
     sys(r as i64)
 }
 
-/// The path argument (None for NULL).
+/// The path argument: None for NULL or an address that cannot be read.
 fn path<'a>(v: u64) -> Option<&'a [u8]> {
-    if v == 0 {
-        return None;
-    }
-    // SAFETY: the system call's contract: a NUL-terminated path.
-    Some(unsafe { CStr::from_ptr(v as *const c_char) }.to_bytes())
+    crate::trap::user::c_str(v as *const c_char)
 }
 
 /// Is `fd` one of the stack's descriptors?

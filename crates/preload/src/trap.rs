@@ -41,6 +41,7 @@ mod exec;
 mod loaded;
 mod signals;
 mod threads;
+pub mod user;
 
 use exec::execve;
 pub use loaded::{can_switch_fs, enter, loaded, prepare};
@@ -241,7 +242,7 @@ pub fn install() -> Result<(), String> {
         a.flags.store(old.flags, Ordering::Relaxed);
         a.restorer.store(old.restorer, Ordering::Relaxed);
         a.mask.store(old.mask, Ordering::Relaxed);
-        if old.handler > 1 {
+        if old.handler > 1 || always_ours(sig) {
             let r = rt_sigaction(sig, Some(&wrapped(&old)), None);
             if r < 0 {
                 return Err(format!(

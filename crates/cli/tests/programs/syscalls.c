@@ -64,6 +64,11 @@ int main(void) {
   report("raw openat", fd >= 0 ? 0 : -1);
   report("raw write", syscall(SYS_write, fd, CANARY "\n", strlen(CANARY "\n")));
   report("raw close", syscall(SYS_close, fd));
+  /* a path the stack cannot read: EFAULT, as from the kernel (no SIGSEGV
+     handler here: the stack's fault is its own) */
+  report("bad path open", open((const char *)-1, O_RDONLY));
+  struct stat bad_st;
+  report("bad path raw stat", syscall(SYS_newfstatat, AT_FDCWD, (const char *)8, &bad_st, 0));
 
   /* glibc's internal opendir/getdents: scandir, glob, nftw */
   struct dirent **names;

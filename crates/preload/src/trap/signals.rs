@@ -59,6 +59,30 @@ pub(super) fn wrapped(a: &KSigaction) -> KSigaction {
     }
 }
 
+/// Signals whose kernel action is always ours, whatever the program's: a
+/// fault in `user::c_str` must reach `user::fixup`.
+pub(super) fn always_ours(sig: c_int) -> bool {
+    matches!(sig, libc::SIGSEGV | libc::SIGBUS)
+}
+
+/// The kernel's action for `sig` back to the default.
+fn to_default(sig: c_int) {
+    let dfl = KSigaction {
+        handler: 0,
+        flags: SA_RESTORER as u64,
+        restorer: rktio_gate_start as *const () as u64,
+        mask: 0,
+    };
+    rt_sigaction(sig, Some(&dfl), None);
+}
+
+/// Sends `sig` to this thread again (it arrives once its handler returns).
+fn raise_again(sig: c_int) {
+    let pid = raw(libc::SYS_getpid, [0; 6]) as u64;
+    let tid = raw(libc::SYS_gettid, [0; 6]) as u64;
+    raw(libc::SYS_tgkill, [pid, tid, sig as u64, 0, 0, 0]);
+}
+
 /// The program's handler for `sig`, called as the kernel would.
 pub(super) fn call_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let a = &ACTIONS[sig as usize];
@@ -72,10 +96,11 @@ pub(super) fn call_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_v
     match h {
         0 => {
             // Changed to the default while the signal was held: raise it again,
-            // the kernel's action is the default now.
-            let pid = raw(libc::SYS_getpid, [0; 6]) as u64;
-            let tid = raw(libc::SYS_gettid, [0; 6]) as u64;
-            raw(libc::SYS_tgkill, [pid, tid, sig as u64, 0, 0, 0]);
+            // the kernel's action is the default now (or made so).
+            if always_ours(sig) {
+                to_default(sig);
+            }
+            raise_again(sig);
         }
         1 => {}
         _ => {
@@ -167,13 +192,31 @@ pub(super) extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: 
     if !(1..NSIG as c_int).contains(&sig) {
         return;
     }
+    let fault = is_fault(sig, info);
     if !ctx.is_null() {
         // SAFETY: the kernel's saved context of this thread, ours alone here.
-        rearm(unsafe { &mut *ctx.cast::<libc::ucontext_t>() });
+        let uc = unsafe { &mut *ctx.cast::<libc::ucontext_t>() };
+        if fault && user::fixup(uc) {
+            return;
+        }
+        rearm(uc);
+    }
+    if always_ours(sig) && ACTIONS[sig as usize].handler.load(Ordering::Acquire) <= 1 {
+        // The program left it at the default or ignored: act as the kernel
+        // would. A fault kills (it is taken again once this returns), even
+        // ignored; a SIGSEGV sent by kill(2) kills if at the default.
+        let ignored = ACTIONS[sig as usize].handler.load(Ordering::Acquire) == 1;
+        if fault || !ignored {
+            to_default(sig);
+        }
+        if !fault && !ignored {
+            raise_again(sig);
+        }
+        return;
     }
     let sel = SELECTOR.get();
     let passing = PASSING.get();
-    if sel == ALLOW && ON.load(Ordering::Relaxed) && !passing && !is_fault(sig, info) {
+    if sel == ALLOW && ON.load(Ordering::Relaxed) && !passing && !fault {
         // In the stack's code: hold it until the stack returns to the program.
         // SAFETY: siginfo_t is 128 bytes of plain data.
         let raw_info: [u64; 16] = unsafe { std::ptr::read_unaligned(info.cast()) };
@@ -193,13 +236,7 @@ pub(super) extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: 
             libc::SYS_write,
             [2, msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0],
         );
-        let dfl = KSigaction {
-            handler: 0,
-            flags: SA_RESTORER as u64,
-            restorer: rktio_gate_start as *const () as u64,
-            mask: 0,
-        };
-        rt_sigaction(sig, Some(&dfl), None);
+        to_default(sig);
         return;
     }
     if sel == ALLOW {
@@ -410,7 +447,7 @@ pub(super) fn sigaction(a: [u64; 6]) -> i64 {
     } else if new != 0 {
         // SAFETY: the program passed a struct sigaction (kernel layout).
         let n: KSigaction = unsafe { std::ptr::read_unaligned(new as *const KSigaction) };
-        let kernel = if n.handler > 1 {
+        let kernel = if n.handler > 1 || always_ours(sig) {
             wrapped(&n)
         } else {
             KSigaction {

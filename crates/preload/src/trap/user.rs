@@ -1,0 +1,72 @@
+//! Reads of the program's memory that may fault, as the kernel's
+//! copy_from_user: a bad path pointer is EFAULT, not a fault in the stack.
+//!
+//! `rktio_user_strnlen` is the one routine that touches such memory; a fault
+//! inside it (SIGSEGV or SIGBUS, which the trap always holds) resumes at its
+//! fixup, which answers -1. The routine is a leaf that holds nothing, so the
+//! jump leaves no state behind.
+
+// rktio_user_strnlen(p, max): the length of the C string at p if it ends
+// within max bytes, max if it does not, -1 if reading it faults.
+std::arch::global_asm!(
+    ".pushsection .text.rktio_user,\"ax\",@progbits",
+    ".globl rktio_user_strnlen",
+    ".hidden rktio_user_strnlen",
+    ".globl rktio_user_fixup",
+    ".hidden rktio_user_fixup",
+    ".p2align 4",
+    "rktio_user_strnlen:",
+    "    xor eax, eax",
+    "2:",
+    "    cmp rax, rsi",
+    "    jae 3f",
+    "    movzx ecx, byte ptr [rdi + rax]",
+    "    test ecx, ecx",
+    "    jz 3f",
+    "    inc rax",
+    "    jmp 2b",
+    "3:",
+    "    ret",
+    "rktio_user_fixup:",
+    "    mov rax, -1",
+    "    ret",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn rktio_user_strnlen(p: *const u8, max: usize) -> isize;
+    fn rktio_user_fixup();
+}
+
+/// Longest path the kernel takes (PATH_MAX, with its NUL).
+const PATH_MAX: usize = 4096;
+
+/// The bytes of the C string at `p`: None for NULL or an address that cannot
+/// be read (the host call then answers EFAULT, as it reads nothing there either).
+/// A string longer than PATH_MAX is given cut at PATH_MAX bytes (ENAMETOOLONG
+/// follows from its length).
+pub fn c_str<'a>(p: *const std::ffi::c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the routine reads at most PATH_MAX + 1 bytes from p and turns a
+    // fault into -1 (see `fixup`); it writes nothing.
+    let n = unsafe { rktio_user_strnlen(p.cast(), PATH_MAX + 1) };
+    let n = usize::try_from(n).ok()?;
+    // SAFETY: those n bytes were just read without a fault; the program's
+    // contract keeps them mapped for the call (a program that unmaps them from
+    // another thread meanwhile faults here, as it would in libc).
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
+}
+
+/// For a fault taken inside `rktio_user_strnlen`: resume at its fixup.
+pub(super) fn fixup(uc: &mut libc::ucontext_t) -> bool {
+    let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+    let start = rktio_user_strnlen as *const () as u64;
+    let end = rktio_user_fixup as *const () as u64;
+    if (start..end).contains(&rip) {
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = end as i64;
+        return true;
+    }
+    false
+}
