@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use rktio_blk::BlockQueue;
 use rktio_seal::SealedDisk;
 use rsext4::{
-    Clock, DirectoryCursor, DirectoryEntryType, EntropySource, Ext4, Ext4Error, Ext4ErrorKind,
-    Ext4Result, Ext4Timestamp, FileExtentTarget, FileName, FilePermissions, InodeInfo,
-    InodeMetadataUpdate, InodeNumber, MountServices, MountedServices, MutationContext,
-    NoopObserver, PreallocationOptions, RangeOperation, RenameOptions, UnlinkOutcome,
-    ZeroRangeOptions,
+    Clock, DeviceNumber, DirectoryCursor, DirectoryEntryType, EntropySource, Ext4, Ext4Error,
+    Ext4ErrorKind, Ext4Result, Ext4Timestamp, FileExtentTarget, FileName, FilePermissions,
+    InodeInfo, InodeMetadataUpdate, InodeNumber, MountServices, MountedServices, MutationContext,
+    NoopObserver, PreallocationOptions, RangeOperation, RenameOptions, SpecialInodeKind,
+    UnlinkOutcome, ZeroRangeOptions,
 };
 
 use crate::cache::{CacheDev, PageCache, lock};
+use crate::cred::{Caps, Cred, MAY_EXEC, MAY_READ, MAY_WRITE, thread_cred};
 use crate::{
     CacheStats, DirEntry, Fallocate, FileSystem, FileType, FsError, FsResult, LockKind, LockTable,
     OpenFile, OpenOptions, RecordLock, SetTime, Stat, StatFs, Timespec, Whence, errno,
@@ -21,6 +22,8 @@ use crate::{
 
 /// Symbolic links followed in one path walk before ELOOP (Linux: 40).
 const MAX_SYMLINKS: usize = 40;
+/// Most hard links to one inode (Linux's EXT4_LINK_MAX).
+const EXT4_LINK_MAX: u32 = 65000;
 /// Longest name in a directory.
 const NAME_MAX: usize = 255;
 /// Longest path.
@@ -89,7 +92,13 @@ struct Engine<Q: BlockQueue> {
     /// Inodes whose last name is gone while still open: reaped at the last close.
     orphans: HashSet<u64>,
     read_only: bool,
-    ctx: MutationContext,
+    /// Who a thread that set no credentials is: the mount's owner.
+    owner: Arc<Cred>,
+    /// The caller of the call under way (set by `Ext4Fs::with`).
+    cred: Arc<Cred>,
+    /// Where the program sees this file system (absolute, normalised): an
+    /// absolute symbolic link target is followed when it points under it.
+    at: Vec<u8>,
     /// Set when the engine panicked: the file system refuses everything after.
     broken: Option<String>,
 }
@@ -153,9 +162,9 @@ fn file_type(t: DirectoryEntryType) -> FileType {
 }
 
 fn to_stat(i: &InodeInfo) -> Stat {
-    let t = |s: u32| Timespec {
-        sec: i64::from(s),
-        nsec: 0,
+    let t = |s: Ext4Timestamp| Timespec {
+        sec: s.sec,
+        nsec: s.nsec,
     };
     Stat {
         ino: i.number.as_u64(),
@@ -166,9 +175,12 @@ fn to_stat(i: &InodeInfo) -> Stat {
         size: i.size,
         blocks: i.blocks,
         blksize: 4096,
-        atime: t(i.atime),
-        mtime: t(i.mtime),
-        ctime: t(i.ctime),
+        rdev: i
+            .device_number
+            .map_or(0, |d| libc::makedev(d.major(), d.minor())),
+        atime: t(i.atime_ts),
+        mtime: t(i.mtime_ts),
+        ctime: t(i.ctime_ts),
     }
 }
 
@@ -212,6 +224,158 @@ impl<Q: BlockQueue> Engine<Q> {
             return FsError::new(no, msg);
         }
         FsError::new(kind_errno(e.kind()), e.to_string())
+    }
+
+    /// May the caller do `mask` (MAY_*) on this inode? EACCES if not.
+    fn may(&self, i: &InodeInfo, mask: u32) -> FsResult<()> {
+        self.cred.check(u32::from(i.mode), i.uid, i.gid, mask)
+    }
+
+    /// The sticky-directory rule: in a directory with S_ISVTX, only the
+    /// owner of an entry, of the directory, or CAP_FOWNER removes or renames it.
+    fn sticky_ok(&self, dir: &InodeInfo, victim: &InodeInfo) -> FsResult<()> {
+        if dir.mode & 0o1000 != 0 && !self.cred.owns(victim.uid) && self.cred.uid != dir.uid {
+            return Err(FsError::new(
+                errno::EPERM,
+                "sticky directory: not the owner of the entry or the directory",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ownership and umask of a new inode in `parent`: the caller's fsuid, the
+    /// parent's group in a set-group-ID directory, else the caller's fsgid.
+    fn new_ctx(&self, parent: &InodeInfo) -> MutationContext {
+        let gid = if parent.mode & 0o2000 != 0 {
+            parent.gid
+        } else {
+            self.cred.gid
+        };
+        MutationContext::new(self.cred.uid, gid, 0, (self.cred.umask & 0o777) as u16)
+    }
+
+    /// Permission bits of a new inode (Linux's inode_init_owner): a directory
+    /// in a set-group-ID directory is set-group-ID too; a file made
+    /// set-group-ID for a group its maker is not in, without CAP_FSETID, is not.
+    fn new_mode(&self, parent: &InodeInfo, ctx: &MutationContext, mode: u32, dir: bool) -> u32 {
+        let mut mode = mode & 0o7777;
+        if dir {
+            if parent.mode & 0o2000 != 0 {
+                mode |= 0o2000;
+            }
+        } else if mode & 0o2000 != 0
+            && !self.cred.in_group(ctx.gid)
+            && !self.cred.caps.has(Caps::FSETID)
+        {
+            mode &= !0o2000;
+        }
+        mode
+    }
+
+    /// chmod(2) on a resolved inode: the owner or CAP_FOWNER (EPERM); the
+    /// set-group-ID bit is dropped for a group the caller is not in, without
+    /// CAP_FSETID.
+    fn set_mode(&mut self, i: &InodeInfo, mode: u32) -> FsResult<()> {
+        if !self.cred.owns(i.uid) {
+            return Err(FsError::new(errno::EPERM, "not the owner"));
+        }
+        let mut mode = mode & 0o7777;
+        if mode & 0o2000 != 0 && !self.cred.in_group(i.gid) && !self.cred.caps.has(Caps::FSETID) {
+            mode &= !0o2000;
+        }
+        self.update(
+            i.number,
+            InodeMetadataUpdate {
+                permissions: Some(perms(mode)?),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// chown(2) on a resolved inode, as Linux's chown_ok/chgrp_ok: a new
+    /// owner needs CAP_CHOWN; a new group, the owner who is in it or
+    /// CAP_CHOWN. A non-directory loses set-user-ID, and set-group-ID where it
+    /// has group execute or the caller may not keep it.
+    fn set_owner(&mut self, i: &InodeInfo, uid: Option<u32>, gid: Option<u32>) -> FsResult<()> {
+        let chown = self.cred.caps.has(Caps::CHOWN);
+        if let Some(u) = uid
+            && u != i.uid
+            && !chown
+        {
+            return Err(FsError::new(
+                errno::EPERM,
+                "changing the owner needs CAP_CHOWN",
+            ));
+        }
+        if let Some(g) = gid
+            && !chown
+            && (self.cred.uid != i.uid || (g != i.gid && !self.cred.in_group(g)))
+        {
+            return Err(FsError::new(
+                errno::EPERM,
+                "only the owner changes the group, to one of its groups",
+            ));
+        }
+        let (nu, ng) = (uid.unwrap_or(i.uid), gid.unwrap_or(i.gid));
+        let mut mode = u32::from(i.mode) & 0o7777;
+        if !is_dir(i) {
+            mode &= !0o4000;
+            if mode & 0o2000 != 0
+                && (mode & 0o010 != 0
+                    || (!self.cred.in_group(ng) && !self.cred.caps.has(Caps::FSETID)))
+            {
+                mode &= !0o2000;
+            }
+        }
+        let keep = mode == u32::from(i.mode) & 0o7777;
+        self.update(
+            i.number,
+            InodeMetadataUpdate {
+                owner: Some((nu, ng)),
+                permissions: if keep { None } else { Some(perms(mode)?) },
+                ..Default::default()
+            },
+        )
+    }
+
+    /// fs.protected_hardlinks (on by default in Debian and most distributions,
+    /// and always here): who is not the owner (nor CAP_FOWNER) links only a
+    /// regular file, not set-user-ID, not set-group-ID with group execute,
+    /// that it may read and write.
+    fn protected_hardlink(&self, src: &InodeInfo) -> FsResult<()> {
+        if self.cred.owns(src.uid) {
+            return Ok(());
+        }
+        let mode = u32::from(src.mode);
+        let safe = mode & 0o170000 == 0o100000
+            && mode & 0o4000 == 0
+            && mode & 0o2010 != 0o2010
+            && self
+                .cred
+                .permits(mode, src.uid, src.gid, MAY_READ | MAY_WRITE);
+        if safe {
+            Ok(())
+        } else {
+            Err(FsError::new(
+                errno::EPERM,
+                "a hard link to another's file that the caller may not read and write (protected_hardlinks)",
+            ))
+        }
+    }
+
+    /// An absolute symbolic link target as a path of this file system: it
+    /// must point under the mount point; the stack does not follow a link out
+    /// of a sealed mount (EXDEV).
+    fn inside(&self, target: &[u8]) -> FsResult<Vec<u8>> {
+        crate::rest_under(target, &self.at).ok_or_else(|| {
+            FsError::refused(
+                errno::EXDEV,
+                format!(
+                    "the symbolic link to {} leaves the sealed mount: not followed",
+                    String::from_utf8_lossy(target)
+                ),
+            )
+        })
     }
 
     fn writable(&self) -> FsResult<()> {
@@ -276,6 +440,7 @@ impl<Q: BlockQueue> Engine<Q> {
             if !is_dir(&cur) {
                 return Err(FsError::new(errno::ENOTDIR, "not a directory"));
             }
+            self.may(&cur, MAY_EXEC)?;
             let child = self
                 .lookup(cur.number, &name)?
                 .ok_or_else(|| FsError::new(errno::ENOENT, "no such file or directory"))?;
@@ -289,9 +454,12 @@ impl<Q: BlockQueue> Engine<Q> {
                 if target.is_empty() {
                     return Err(FsError::new(errno::ENOENT, "empty symbolic link"));
                 }
-                if target.starts_with(b"/") {
+                let target = if target.starts_with(b"/") {
                     cur = self.inode(root)?;
-                }
+                    self.inside(&target)?
+                } else {
+                    target
+                };
                 for p in target
                     .split(|&c| c == b'/')
                     .filter(|c| !c.is_empty() && *c != b".")
@@ -324,6 +492,7 @@ impl<Q: BlockQueue> Engine<Q> {
         if !is_dir(&parent) {
             return Err(FsError::new(errno::ENOTDIR, "not a directory"));
         }
+        self.may(&parent, MAY_EXEC)?;
         if name.len() > NAME_MAX {
             return Err(FsError::new(errno::ENAMETOOLONG, "name too long"));
         }
@@ -516,18 +685,22 @@ impl<Q: BlockQueue> Engine<Q> {
     }
 
     /// Runs a write or truncate. The engine clears set-user-ID and set-group-ID
-    /// bits on every write, as Linux does for a writer without CAP_FSETID; a root
-    /// writer keeps them on Linux, so put them back for root.
+    /// bits on every write; Linux (file_remove_privs) keeps both for a writer
+    /// with CAP_FSETID, and set-group-ID without group execute for a writer in
+    /// the file's group, so put back what Linux keeps.
     fn keeping_privs<T>(
         &mut self,
         ino: InodeNumber,
         f: impl FnOnce(&mut Self) -> FsResult<T>,
     ) -> FsResult<T> {
-        let before = if self.ctx.uid == 0 {
-            self.inode(ino)?.mode & 0o6000
-        } else {
-            0
-        };
+        let i = self.inode(ino)?;
+        let mut before = i.mode & 0o6000;
+        if !self.cred.caps.has(Caps::FSETID) {
+            before &= 0o2000;
+            if i.mode & 0o010 != 0 || !self.cred.in_group(i.gid) {
+                before = 0;
+            }
+        }
         let r = f(self)?;
         if before != 0 {
             let now = self.inode(ino)?;
@@ -593,13 +766,16 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
                 ),
             }
         })?;
+        let owner = Arc::new(Cred::owner(opts.uid, opts.gid, u32::from(opts.umask)));
         let engine = Engine {
             fs,
             cache: cache.clone(),
             open: HashMap::new(),
             orphans: HashSet::new(),
             read_only: opts.read_only,
-            ctx: MutationContext::new(opts.uid, opts.gid, 0, opts.umask),
+            owner: owner.clone(),
+            cred: owner,
+            at: b"/".to_vec(),
             broken: None,
         };
         Ok(Self {
@@ -608,6 +784,12 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
             locks: LockTable::default(),
             flocks: LockTable::default(),
         })
+    }
+
+    /// Where the program sees this file system: absolute symbolic links
+    /// under it are followed inside (default `/`: the file system's root).
+    pub fn set_mount_point(&self, at: &[u8]) {
+        lock(&self.engine).at = at.to_vec();
     }
 
     /// Runs `f` on the engine under the lock. rsext4 can panic on some hostile
@@ -620,6 +802,7 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
         if let Some(why) = &e.broken {
             return Err(FsError::new(errno::EIO, why.clone()));
         }
+        e.cred = thread_cred().unwrap_or_else(|| e.owner.clone());
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut e))) {
             Ok(r) => r,
             Err(p) => {
@@ -799,7 +982,7 @@ where
                                 return Err(FsError::new(errno::ENOENT, "empty symbolic link"));
                             }
                             let mut next = if target.starts_with(b"/") {
-                                target
+                                e.inside(&target)?
                             } else {
                                 [split_last(&path).0, &target[..]].concat()
                             };
@@ -819,7 +1002,29 @@ where
                         } else if opts.directory {
                             return Err(FsError::new(errno::ENOTDIR, "not a directory"));
                         }
-                        // Linux truncates on O_TRUNC even without write access (as root).
+                        match file_type(info.file_type()) {
+                            FileType::Fifo | FileType::Socket => {
+                                return Err(FsError::refused(
+                                    errno::ENXIO,
+                                    "a FIFO or socket on a sealed mount cannot be opened",
+                                ));
+                            }
+                            FileType::CharDevice | FileType::BlockDevice => {
+                                return Err(FsError::refused(
+                                    errno::EACCES,
+                                    "device nodes on a sealed mount cannot be opened (nodev)",
+                                ));
+                            }
+                            _ => {}
+                        }
+                        let mut mask = 0;
+                        if opts.read {
+                            mask |= MAY_READ;
+                        }
+                        if opts.write || opts.truncate {
+                            mask |= MAY_WRITE;
+                        }
+                        e.may(&info, mask)?;
                         if opts.truncate && (info.size > 0 || info.blocks > 0) {
                             e.writable()?;
                             let n = info.number;
@@ -835,11 +1040,13 @@ where
                             return Err(FsError::new(errno::EISDIR, "is a directory"));
                         }
                         e.writable()?;
+                        e.may(&parent, MAY_WRITE | MAY_EXEC)?;
                         let fname = FileName::new(&name)
                             .map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-                        let ctx = e.ctx;
+                        let ctx = e.new_ctx(&parent);
+                        let mode = e.new_mode(&parent, &ctx, opts.mode, false);
                         let created =
-                            e.fs.create_regular_file(ctx, parent.number, fname, perms(opts.mode)?)
+                            e.fs.create_regular_file(ctx, parent.number, fname, perms(mode)?)
                                 .map_err(|x| e.err(x))?;
                         e.maybe_checkpoint()?;
                         created
@@ -1081,6 +1288,8 @@ where
             if trailing {
                 return Err(FsError::new(errno::ENOTDIR, "not a directory"));
             }
+            e.may(&parent, MAY_WRITE | MAY_EXEC)?;
+            e.sticky_ok(&parent, &info)?;
             e.writable()?;
             let fname =
                 FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
@@ -1099,10 +1308,12 @@ where
             if e.lookup(parent.number, &name)?.is_some() {
                 return Err(FsError::new(errno::EEXIST, "file exists"));
             }
+            e.may(&parent, MAY_WRITE | MAY_EXEC)?;
             e.writable()?;
             let fname =
                 FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-            let ctx = e.ctx;
+            let ctx = e.new_ctx(&parent);
+            let mode = e.new_mode(&parent, &ctx, mode, true);
             e.fs.create_directory(ctx, parent.number, fname, perms(mode)?)
                 .map_err(|x| e.err(x))?;
             e.maybe_checkpoint()
@@ -1127,6 +1338,8 @@ where
             if !is_dir(&info) {
                 return Err(FsError::new(errno::ENOTDIR, "not a directory"));
             }
+            e.may(&parent, MAY_WRITE | MAY_EXEC)?;
+            e.sticky_ok(&parent, &info)?;
             e.writable()?;
             let fname =
                 FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
@@ -1176,6 +1389,19 @@ where
                     _ => {}
                 }
             }
+            // Linux order (may_delete, may_create): each directory's write and
+            // search permission, the sticky rule on what is moved and on what
+            // is replaced, then a directory that changes parent needs its own
+            // write permission (its "..").
+            e.may(&fparent, MAY_WRITE | MAY_EXEC)?;
+            e.sticky_ok(&fparent, &src)?;
+            e.may(&tparent, MAY_WRITE | MAY_EXEC)?;
+            if let Some(dst) = &dst {
+                e.sticky_ok(&tparent, dst)?;
+            }
+            if is_dir(&src) && fparent.number != tparent.number {
+                e.may(&src, MAY_WRITE)?;
+            }
             e.writable()?;
             let f = FileName::new(&fname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
             let t = FileName::new(&tname).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
@@ -1210,6 +1436,11 @@ where
                     "hard links to directories are not allowed",
                 ));
             }
+            e.may(&parent, MAY_WRITE | MAY_EXEC)?;
+            e.protected_hardlink(&src)?;
+            if u32::from(src.links) >= EXT4_LINK_MAX {
+                return Err(FsError::new(errno::EMLINK, "too many links"));
+            }
             e.writable()?;
             let fname =
                 FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
@@ -1237,10 +1468,11 @@ where
             if trailing {
                 return Err(FsError::new(errno::ENOENT, "no such directory"));
             }
+            e.may(&parent, MAY_WRITE | MAY_EXEC)?;
             e.writable()?;
             let fname =
                 FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
-            let ctx = e.ctx;
+            let ctx = e.new_ctx(&parent);
             e.fs.create_symlink(ctx, parent.number, fname, target)
                 .map_err(|x| e.err(x))?;
             e.maybe_checkpoint()
@@ -1285,13 +1517,7 @@ where
     fn chmod(&self, path: &[u8], mode: u32) -> FsResult<()> {
         self.with(|e| {
             let info = e.walk(path, true)?;
-            e.update(
-                info.number,
-                InodeMetadataUpdate {
-                    permissions: Some(perms(mode)?),
-                    ..Default::default()
-                },
-            )?;
+            e.set_mode(&info, mode)?;
             e.maybe_checkpoint()
         })
     }
@@ -1299,13 +1525,8 @@ where
     fn fchmod(&self, file: &OpenFile, mode: u32) -> FsResult<()> {
         let n = Self::file_ino(file)?;
         self.with(|e| {
-            e.update(
-                n,
-                InodeMetadataUpdate {
-                    permissions: Some(perms(mode)?),
-                    ..Default::default()
-                },
-            )?;
+            let info = e.inode(n)?;
+            e.set_mode(&info, mode)?;
             e.maybe_checkpoint()
         })
     }
@@ -1313,15 +1534,75 @@ where
     fn chown(&self, path: &[u8], uid: Option<u32>, gid: Option<u32>, follow: bool) -> FsResult<()> {
         self.with(|e| {
             let info = e.walk(path, follow)?;
-            let owner = (uid.unwrap_or(info.uid), gid.unwrap_or(info.gid));
-            e.update(
-                info.number,
-                InodeMetadataUpdate {
-                    owner: Some(owner),
-                    ..Default::default()
-                },
-            )?;
+            e.set_owner(&info, uid, gid)?;
             e.maybe_checkpoint()
+        })
+    }
+
+    fn fchown(&self, file: &OpenFile, uid: Option<u32>, gid: Option<u32>) -> FsResult<()> {
+        let n = Self::file_ino(file)?;
+        self.with(|e| {
+            let info = e.inode(n)?;
+            e.set_owner(&info, uid, gid)?;
+            e.maybe_checkpoint()
+        })
+    }
+
+    fn mknod(&self, path: &[u8], mode: u32, rdev: u64) -> FsResult<()> {
+        let kind = match mode & 0o170000 {
+            0o010000 => SpecialInodeKind::Fifo,
+            0o140000 => SpecialInodeKind::Socket,
+            t @ (0o020000 | 0o060000) => {
+                let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+                let dev = DeviceNumber::new(major, minor)
+                    .map_err(|_| FsError::new(errno::EINVAL, "device number out of range"))?;
+                if t == 0o020000 {
+                    SpecialInodeKind::CharacterDevice(dev)
+                } else {
+                    SpecialInodeKind::BlockDevice(dev)
+                }
+            }
+            0o040000 => return Err(FsError::new(errno::EPERM, "mknod of a directory")),
+            _ => return Err(FsError::new(errno::EINVAL, "not a FIFO, socket or device")),
+        };
+        self.with(|e| {
+            let (parent, name, trailing) = e.parent_of(path)?;
+            if name.is_empty() || name == b"." || name == b".." {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if e.lookup(parent.number, &name)?.is_some() {
+                return Err(FsError::new(errno::EEXIST, "file exists"));
+            }
+            if trailing {
+                return Err(FsError::new(errno::ENOENT, "no such directory"));
+            }
+            if matches!(
+                kind,
+                SpecialInodeKind::CharacterDevice(_) | SpecialInodeKind::BlockDevice(_)
+            ) && !e.cred.caps.has(Caps::MKNOD)
+            {
+                return Err(FsError::new(errno::EPERM, "device nodes need CAP_MKNOD"));
+            }
+            e.may(&parent, MAY_WRITE | MAY_EXEC)?;
+            e.writable()?;
+            let fname =
+                FileName::new(&name).map_err(|_| FsError::new(errno::EINVAL, "bad name"))?;
+            let ctx = e.new_ctx(&parent);
+            let mode = e.new_mode(&parent, &ctx, mode, false);
+            e.fs.create_special_inode(ctx, parent.number, fname, perms(mode)?, kind)
+                .map_err(|x| e.err(x))?;
+            e.maybe_checkpoint()
+        })
+    }
+
+    fn access(&self, path: &[u8], mask: u32, cred: &Cred) -> FsResult<()> {
+        self.with(|e| {
+            e.cred = Arc::new(cred.clone());
+            let info = e.walk(path, true)?;
+            if mask & MAY_WRITE != 0 {
+                e.writable()?;
+            }
+            e.may(&info, mask)
         })
     }
 
@@ -1351,6 +1632,15 @@ where
             };
             if u.atime.is_none() && u.mtime.is_none() {
                 return Ok(());
+            }
+            // Linux's setattr_prepare: setting both to now (or leaving one)
+            // is for the owner or who may write; any other time, the owner.
+            let touch = !matches!(atime, SetTime::At(_)) && !matches!(mtime, SetTime::At(_));
+            if !e.cred.owns(info.uid) {
+                if !touch {
+                    return Err(FsError::new(errno::EPERM, "not the owner"));
+                }
+                e.may(&info, MAY_WRITE)?;
             }
             e.update(info.number, u)?;
             e.maybe_checkpoint()

@@ -19,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+pub mod cred;
 mod ext4;
 pub mod image;
 mod lock;
 
 pub use cache::{CacheStats, PageCache};
+pub use cred::{Caps, Cred, set_thread_cred};
 pub use ext4::{Ext4Fs, MountOptions};
 pub use lock::{LockKind, LockTable, RecordLock};
 
@@ -33,8 +35,8 @@ use std::sync::Arc;
 pub mod errno {
     pub use libc::{
         EACCES, EAGAIN, EBADF, EBADMSG, EBUSY, EDQUOT, EEXIST, EFBIG, EINVAL, EIO, EISDIR, ELOOP,
-        EMLINK, ENAMETOOLONG, ENOENT, ENOMEM, ENOSPC, ENOTDIR, ENOTEMPTY, EOPNOTSUPP, EOVERFLOW,
-        EPERM, EROFS, ETIMEDOUT, EUCLEAN, EXDEV,
+        EMLINK, ENAMETOOLONG, ENOENT, ENOMEM, ENOSPC, ENOTDIR, ENOTEMPTY, ENXIO, EOPNOTSUPP,
+        EOVERFLOW, EPERM, EROFS, ETIMEDOUT, EUCLEAN, EXDEV,
     };
 }
 
@@ -46,6 +48,9 @@ pub struct FsError {
     pub errno: i32,
     /// Human-readable detail.
     pub detail: String,
+    /// A refusal of something the stack does not offer (not an answer Linux
+    /// would give for the same state): the POSIX edge says it on stderr.
+    pub refusal: bool,
 }
 
 impl FsError {
@@ -54,6 +59,15 @@ impl FsError {
         Self {
             errno,
             detail: detail.into(),
+            refusal: false,
+        }
+    }
+
+    /// A refusal (see `refusal`).
+    pub fn refused(errno: i32, detail: impl Into<String>) -> Self {
+        Self {
+            refusal: true,
+            ..Self::new(errno, detail)
         }
     }
 }
@@ -191,6 +205,8 @@ pub struct Stat {
     pub blocks: u64,
     /// Preferred I/O size.
     pub blksize: u32,
+    /// The device a device node names (0 for other files).
+    pub rdev: u64,
     /// Last access.
     pub atime: Timespec,
     /// Last modification.
@@ -303,6 +319,47 @@ impl OpenFile {
     }
 }
 
+/// For `raw` (absolute, not normalised) whose normalised form is under the
+/// mount point `at` (absolute, normalised): the rest of `raw` past it, as written (`.`, `..`
+/// and a trailing slash kept, for the file system to walk as Linux does:
+/// `..` after a symbolic link is the link target's parent, `dir/.` is not
+/// `dir` to rmdir). None where `raw` reaches the mount through `..`.
+pub fn rest_under(raw: &[u8], at: &[u8]) -> Option<Vec<u8>> {
+    if at == b"/" {
+        return Some(raw.to_vec());
+    }
+    let mut norm: Vec<u8> = Vec::with_capacity(at.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let end = raw[i..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(raw.len(), |p| i + p);
+        let c = &raw[i..end];
+        i = end + 1;
+        match c {
+            b"" | b"." => continue,
+            b".." => return None,
+            c => {
+                norm.push(b'/');
+                norm.extend_from_slice(c);
+            }
+        }
+        if norm == at {
+            let rest = raw.get(end..).unwrap_or(b"");
+            return Some(if rest.is_empty() {
+                b"/".to_vec()
+            } else {
+                rest.to_vec()
+            });
+        }
+        if !at.starts_with(&norm) || at.get(norm.len()) != Some(&b'/') {
+            return None;
+        }
+    }
+    None
+}
+
 /// A file system as the POSIX edge sees it. Paths are byte strings relative to the
 /// file system's root (a leading `/` is allowed); symbolic links resolve inside it.
 pub trait FileSystem: Send + Sync {
@@ -358,6 +415,14 @@ pub trait FileSystem: Send + Sync {
     fn fchmod(&self, file: &OpenFile, mode: u32) -> FsResult<()>;
     /// chown(2)/lchown(2); `None` leaves that id alone.
     fn chown(&self, path: &[u8], uid: Option<u32>, gid: Option<u32>, follow: bool) -> FsResult<()>;
+    /// fchown(2).
+    fn fchown(&self, file: &OpenFile, uid: Option<u32>, gid: Option<u32>) -> FsResult<()>;
+    /// mknod(2) of a FIFO, a socket or a device node (`mode` has the type).
+    /// Such inodes are kept, never opened: see `open`.
+    fn mknod(&self, path: &[u8], mode: u32, rdev: u64) -> FsResult<()>;
+    /// access(2): may `cred` (the real ids, for access) do `mask` (the
+    /// `cred::MAY_*` bits; 0 for existence) on `path`?
+    fn access(&self, path: &[u8], mask: u32, cred: &Cred) -> FsResult<()>;
     /// utimensat(2).
     fn utimens(&self, path: &[u8], atime: SetTime, mtime: SetTime, follow: bool) -> FsResult<()>;
     /// fcntl(F_GETLK).

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cred;
 pub mod exec;
 pub mod path;
 mod sock;
@@ -41,6 +42,9 @@ pub type SysResult<T> = Result<T, i32>;
 
 fn errno(e: FsError) -> i32 {
     tracing::debug!(errno = e.errno, "{}", e.detail);
+    if e.refusal {
+        eprintln!("rktio: refused: {}", e.detail);
+    }
     e.errno
 }
 
@@ -57,7 +61,10 @@ struct Mount {
 }
 
 impl Mount {
+    /// The mount's file system, with the calling thread's credentials made
+    /// current for what it does next (see `cred`).
     fn fs(&self) -> SysResult<&Arc<dyn FileSystem>> {
+        cred::refresh();
         self.fs
             .get_or_init(|| match open_mount(&self.cfg, false) {
                 Ok(fs) => Some(fs),
@@ -113,6 +120,7 @@ pub fn open_mount(
         },
     )
     .map_err(|e| format!("mount {}: no usable ext4 file system: {}", m.path, e.detail))?;
+    fs.set_mount_point(&path::absolute(m.path.as_bytes(), b"/"));
     Ok(Arc::new(fs))
 }
 
@@ -333,6 +341,7 @@ fn key_source(m: &config::MountConfig) -> Result<KeySource, String> {
 impl Runtime {
     /// The runtime for `config`; each mount is opened at its first use.
     pub fn new(config: &Config) -> Result<Runtime, String> {
+        cred::init();
         let mut mounts = Vec::new();
         for (i, m) in config.mount.iter().enumerate() {
             mounts.push(Mount {
@@ -428,19 +437,23 @@ impl Runtime {
     }
 
     fn route(&self, path: &[u8]) -> Route {
-        let abs = if path.first() == Some(&b'/') {
-            path::absolute(path, b"/")
+        let raw = if path.first() == Some(&b'/') {
+            path.to_vec()
         } else {
             let cwd = self.virtual_cwd().unwrap_or_else(|| {
                 std::env::current_dir()
                     .map(|p| p.into_os_string().into_encoded_bytes())
                     .unwrap_or_else(|_| b"/".to_vec())
             });
-            path::absolute(path, &cwd)
+            [&cwd[..], b"/", path].concat()
         };
+        // Which mount (and the host policy) by the lexical form; inside a
+        // mount, the file system walks the rest as written.
+        let abs = path::absolute(&raw, b"/");
         for (i, m) in self.mounts.iter().enumerate() {
             if let Some(rest) = path::strip_under(&abs, &m.at) {
-                return Route::Mount(i, rest.to_vec());
+                let rest = path::raw_rest(&raw, &m.at).unwrap_or_else(|| rest.to_vec());
+                return Route::Mount(i, rest);
             }
         }
         Route::Host(abs)
@@ -1225,10 +1238,19 @@ impl Runtime {
         }
     }
 
-    /// access(2)/faccessat(2): existence, and W_OK on a read-only mount. The
-    /// stack runs every file as the program's own, so R_OK and X_OK follow the
-    /// mode's owner bits.
-    pub fn access(&self, dirfd: RawFd, path: &[u8], amode: i32) -> Option<SysResult<()>> {
+    /// access(2)/faccessat(2): checked as the file system checks a call, with
+    /// the real ids (`effective`: AT_EACCESS, the effective ones); W_OK on a
+    /// read-only mount is EROFS.
+    pub fn access(
+        &self,
+        dirfd: RawFd,
+        path: &[u8],
+        amode: i32,
+        effective: bool,
+    ) -> Option<SysResult<()>> {
+        if amode & !(libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
+            return Some(Err(EINVAL));
+        }
         let (m, rel) = match self.resolve_at(dirfd, path) {
             At::Path(p) => match self.route(&p) {
                 // As stat: the policy applies to opening and changing.
@@ -1239,15 +1261,15 @@ impl Runtime {
             At::Host => return None,
             At::Err(e) => return Some(Err(e)),
         };
-        Some(self.stat_on(m, &rel, true).and_then(|s| {
-            if amode & libc::W_OK != 0 && self.mounts[m].read_only {
-                return Err(EROFS);
-            }
-            if amode & libc::X_OK != 0 && s.stat.mode & 0o111 == 0 {
-                return Err(libc::EACCES);
-            }
-            Ok(())
-        }))
+        if amode & libc::W_OK != 0 && self.mounts[m].read_only {
+            return Some(self.stat_on(m, &rel, true).and(Err(EROFS)));
+        }
+        let mask = (amode & (libc::R_OK | libc::W_OK | libc::X_OK)) as u32;
+        let who = cred::for_access(effective);
+        Some(
+            self.alive()
+                .and_then(|()| self.mounts[m].fs()?.access(&rel, mask, &who).map_err(errno)),
+        )
     }
 
     /// Calls that change a path: unlink, rmdir, mkdir, chmod, chown, utimes,
@@ -1310,6 +1332,7 @@ impl Runtime {
                 r
             }
             PathOp::Symlink(target) => fs.symlink(target, rel),
+            PathOp::Mknod(mode, dev) => fs.mknod(rel, mode, dev),
             PathOp::Readlink => return fs.readlink(rel).map(PathOut::Link).map_err(errno),
         }
         .map(|()| PathOut::Done)
@@ -1374,6 +1397,7 @@ impl Runtime {
             bump(&self.stats.meta, 1);
             match op {
                 PathOp::Chmod(mode) => f.fs().fchmod(f.open(), mode & 0o7777).map_err(errno),
+                PathOp::Chown(u, g, _) => f.fs().fchown(f.open(), u, g).map_err(errno),
                 _ => {
                     // By path inside the mount: the file system has these by path.
                     let fd = f.inner();
@@ -1771,6 +1795,7 @@ impl FileRef {
         &self.0
     }
     fn fs(&self) -> &dyn FileSystem {
+        cred::refresh();
         &*self.inner().fs
     }
     fn open(&self) -> &OpenFile {
@@ -1845,6 +1870,8 @@ pub enum PathOp<'a> {
     Truncate(i64),
     /// symlink with this target.
     Symlink(&'a [u8]),
+    /// mknod (type and permission bits, device number).
+    Mknod(u32, u64),
     /// readlink.
     Readlink,
 }
@@ -1860,6 +1887,7 @@ impl PathOp<'_> {
             PathOp::Utimens(..) => "utimes of",
             PathOp::Truncate(_) => "truncate of",
             PathOp::Symlink(_) => "symlink at",
+            PathOp::Mknod(..) => "mknod of",
             PathOp::Readlink => "readlink of",
         }
     }

@@ -31,6 +31,13 @@ pub fn absolute(path: &[u8], cwd: &[u8]) -> Vec<u8> {
     out
 }
 
+/// For `raw` (absolute, not normalised) whose normalised form is under the
+/// mount at `at`: the rest of `raw` past the mount, as written (see
+/// `rktio_fs::rest_under`).
+pub fn raw_rest(raw: &[u8], at: &[u8]) -> Option<Vec<u8>> {
+    rktio_fs::rest_under(raw, at)
+}
+
 /// If `path` (absolute, normalised) is `prefix` or below it, the rest (starting
 /// with `/`, or `/` itself).
 pub fn strip_under<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
@@ -69,5 +76,17 @@ mod tests {
         assert_eq!(strip_under(b"/database", b"/data"), None);
         assert!(under_any(b"/usr/lib/x.so", &["/usr"]));
         assert!(!under_any(b"/usrx", &["/usr"]));
+    }
+
+    #[test]
+    fn rest_past_a_mount_as_written() {
+        let r = |raw: &[u8]| raw_rest(raw, b"/data").map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(r(b"/data/a/../b/."), Some("/a/../b/.".into()));
+        assert_eq!(r(b"//data//x/"), Some("//x/".into()));
+        assert_eq!(r(b"/data"), Some("/".into()));
+        assert_eq!(r(b"/./data/"), Some("/".into()));
+        assert_eq!(r(b"/x/../data/a"), None);
+        assert_eq!(r(b"/database/a"), None);
+        assert_eq!(raw_rest(b"/a/./b", b"/"), Some(b"/a/./b".to_vec()));
     }
 }

@@ -21,7 +21,9 @@ pub enum Route {
     /// Handled by the trap itself: threads and processes (clone, fork, exec),
     /// signal actions and masks (SIGSYS stays the stack's), prctl; and for a
     /// program the loader ran (statically linked), its heap (brk), its thread
-    /// pointer (arch_prctl) and its exit (the stack commits first).
+    /// pointer (arch_prctl) and its exit (the stack commits first); calls
+    /// that change credentials or the umask (passed, then the stack checks
+    /// sealed files with the new ones).
     Trap,
     /// Passed to the host on purpose: memory, time, signals, futexes, ids,
     /// scheduling, descriptors that carry nothing of the stack (pipes, eventfd).
@@ -563,7 +565,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 95,
         name: "umask",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 96,
@@ -613,12 +615,12 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 105,
         name: "setuid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 106,
         name: "setgid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 107,
@@ -653,12 +655,12 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 113,
         name: "setreuid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 114,
         name: "setregid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 115,
@@ -668,12 +670,12 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 116,
         name: "setgroups",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 117,
         name: "setresuid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 118,
@@ -683,7 +685,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 119,
         name: "setresgid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 120,
@@ -698,12 +700,12 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 122,
         name: "setfsuid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 123,
         name: "setfsgid",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 124,
@@ -718,7 +720,7 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 126,
         name: "capset",
-        route: Host,
+        route: Trap,
     },
     Syscall {
         nr: 127,

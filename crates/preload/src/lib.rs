@@ -297,6 +297,7 @@ fn to_stat(s: &FullStat) -> libc::stat {
     st.st_size = i64::try_from(s.stat.size).unwrap_or(i64::MAX);
     st.st_blocks = i64::try_from(s.stat.blocks).unwrap_or(i64::MAX);
     st.st_blksize = i64::from(s.stat.blksize);
+    st.st_rdev = s.stat.rdev;
     st.st_atime = s.stat.atime.sec;
     st.st_atime_nsec = i64::from(s.stat.atime.nsec);
     st.st_mtime = s.stat.mtime.sec;

@@ -349,8 +349,12 @@ pub(crate) fn do_two(
     link: bool,
 ) -> Option<c_int> {
     let (rt, _g) = enter()?;
-    // SAFETY: rename(2)/link(2)'s contract: NUL-terminated paths.
-    let (a, b) = unsafe { (cpath(p1)?, cpath(p2)?) };
+    // Both paths are copied in before either is looked at, as the kernel
+    // does: a bad one is EFAULT (or ENAMETOOLONG) whatever the other names.
+    let (a, b) = match (trap::user::c_path(p1), trap::user::c_path(p2)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Some(ret_int(Err(e))),
+    };
     Some(ret_int(rt.two_paths((fd1, a), (fd2, b), link)?))
 }
 

@@ -28,6 +28,12 @@ fn cs(r: isize) -> i64 {
     sys(r as i64)
 }
 
+/// The path argument, or -errno as the kernel answers for one it cannot copy
+/// in (EFAULT, ENAMETOOLONG).
+fn path_arg<'a>(v: u64) -> Result<&'a [u8], i64> {
+    crate::trap::user::c_path(v as *const c_char).map_err(|e| -i64::from(e))
+}
+
 /// The path argument: None for NULL or an address that cannot be read.
 fn path<'a>(v: u64) -> Option<&'a [u8]> {
     crate::trap::user::c_str(v as *const c_char)
@@ -353,24 +359,8 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 ENOTSUP,
                 "sealed files have no extended attributes",
             ),
-            SYS_mknod => host_path_call(
-                nr,
-                a,
-                None,
-                0,
-                true,
-                EPERM,
-                "sealed mounts hold no device nodes, FIFOs or sockets",
-            ),
-            SYS_mknodat => host_path_call(
-                nr,
-                a,
-                Some(0),
-                1,
-                true,
-                EPERM,
-                "sealed mounts hold no device nodes, FIFOs or sockets",
-            ),
+            SYS_mknod => mknod_at(nr, a, libc::AT_FDCWD, a[0], a[1], a[2]),
+            SYS_mknodat => mknod_at(nr, a, i(a[0]), a[1], a[2], a[3]),
             // HostOnly: descriptors and paths of the host only.
             SYS_flock => ci(crate::flock(i(a[0]), i(a[1]))),
             SYS_copy_file_range => host_fd_call(
@@ -565,6 +555,37 @@ fn close_range_ours(a: [u64; 6]) -> i64 {
     pass(libc::SYS_close_range, a)
 }
 
+/// mknod(2)/mknodat(2): a FIFO, socket or device node on a sealed mount is
+/// kept in the image (and never opened there); on the host, under the policy.
+fn mknod_at(nr: i64, a: [u64; 6], dirfd: c_int, pth: u64, mode: u64, dev: u64) -> i64 {
+    let mode = mode as u32;
+    // mknod of a regular file is open(O_CREAT|O_EXCL) and close.
+    let op = if mode & libc::S_IFMT == 0 || mode & libc::S_IFMT == libc::S_IFREG {
+        // SAFETY: openat(2)'s contract, as mknod's.
+        let fd = ci(unsafe {
+            crate::openat(
+                dirfd,
+                p(pth),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                (mode & 0o7777) as libc::mode_t,
+            )
+        });
+        if fd < 0 {
+            return fd;
+        }
+        // SAFETY: the descriptor just opened.
+        unsafe { crate::close(fd as c_int) };
+        return 0;
+    } else {
+        PathOp::Mknod(mode, dev)
+    };
+    match crate::files::do_path_op(dirfd, p(pth), op) {
+        Some(Ok(_)) => 0,
+        Some(Err(e)) => -i64::from(e),
+        None => pass(nr, a),
+    }
+}
+
 fn rename2(a: [u64; 6]) -> i64 {
     let nr = libc::SYS_renameat2;
     let flags = a[4] as u32;
@@ -576,8 +597,9 @@ fn rename2(a: [u64; 6]) -> i64 {
     let Some(rt) = crate::runtime() else {
         return pass(nr, a);
     };
-    let (Some(from), Some(to)) = (path(a[1]), path(a[3])) else {
-        return -i64::from(libc::EFAULT);
+    let (from, to) = match (path_arg(a[1]), path_arg(a[3])) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return e,
     };
     let sealed =
         |fd: u64, pth: &[u8]| !matches!(rt.host_path_at(i(fd), pth, false, ""), PathIs::Host(_));
@@ -612,8 +634,9 @@ fn link_at(a: [u64; 6]) -> i64 {
     let Some(rt) = crate::runtime() else {
         return pass(nr, a);
     };
-    let (Some(from), Some(to)) = (path(a[1]), path(a[3])) else {
-        return -i64::from(libc::EFAULT);
+    let (from, to) = match (path_arg(a[1]), path_arg(a[3])) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return e,
     };
     if a[4] as c_int & libc::AT_EMPTY_PATH != 0 && rt.is_ours(i(a[0])) {
         return refuse(
@@ -634,8 +657,9 @@ fn chmodat(dirfd: u64, pth: u64, mode: u64, flags: u64) -> i64 {
     let Some(rt) = crate::runtime() else {
         return pass(nr, [dirfd, pth, mode, flags, 0, 0]);
     };
-    let Some(pp) = path(pth) else {
-        return -i64::from(libc::EFAULT);
+    let pp = match path_arg(pth) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     if pp.is_empty() && flags as c_int & libc::AT_EMPTY_PATH != 0 {
         // SAFETY: fchmod(2) on the descriptor.
@@ -654,8 +678,9 @@ fn chown_at(a: [u64; 6]) -> i64 {
     let Some(rt) = crate::runtime() else {
         return pass(nr, a);
     };
-    let Some(pp) = path(a[1]) else {
-        return -i64::from(libc::EFAULT);
+    let pp = match path_arg(a[1]) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     let flags = a[4] as c_int;
     let id = |v: u64| (v as u32 != u32::MAX).then_some(v as u32);

@@ -126,16 +126,26 @@ pub unsafe extern "C" fn fstatat64(
     })
 }
 
-pub(crate) fn do_access(dirfd: c_int, path: *const c_char, amode: c_int) -> Option<c_int> {
+pub(crate) fn do_access(
+    dirfd: c_int,
+    path: *const c_char,
+    amode: c_int,
+    flags: c_int,
+) -> Option<c_int> {
     let (rt, _g) = enter()?;
     // SAFETY: access(2)'s contract: a NUL-terminated path.
     let p = unsafe { cpath(path) }?;
-    Some(ret_int(rt.access(dirfd, p, amode)?))
+    Some(ret_int(rt.access(
+        dirfd,
+        p,
+        amode,
+        flags & libc::AT_EACCESS != 0,
+    )?))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn access(path: *const c_char, amode: c_int) -> c_int {
-    do_access(libc::AT_FDCWD, path, amode)
+    do_access(libc::AT_FDCWD, path, amode, 0)
         .unwrap_or_else(|| real!(c"access", fn(*const c_char, c_int) -> c_int, path, amode))
 }
 
@@ -146,7 +156,7 @@ pub unsafe extern "C" fn faccessat(
     amode: c_int,
     flags: c_int,
 ) -> c_int {
-    do_access(dirfd, path, amode).unwrap_or_else(|| {
+    do_access(dirfd, path, amode, flags).unwrap_or_else(|| {
         real!(
             c"faccessat",
             fn(c_int, *const c_char, c_int, c_int) -> c_int,
@@ -194,6 +204,8 @@ pub unsafe extern "C" fn statx(
                 };
                 x.stx_mask = libc::STATX_BASIC_STATS;
                 x.stx_blksize = s.stat.blksize;
+                x.stx_rdev_major = libc::major(s.stat.rdev);
+                x.stx_rdev_minor = libc::minor(s.stat.rdev);
                 x.stx_nlink = s.stat.nlink;
                 x.stx_uid = s.stat.uid;
                 x.stx_gid = s.stat.gid;

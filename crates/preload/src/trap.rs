@@ -415,6 +415,25 @@ fn dispatch(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
 
 fn trapped(nr: i64, a: [u64; 6], uc: &mut libc::ucontext_t) -> i64 {
     match nr {
+        libc::SYS_umask => {
+            let r = pass(nr, a);
+            rktio_posix::cred::set_umask(a[0] as u32);
+            r
+        }
+        libc::SYS_setuid
+        | libc::SYS_setgid
+        | libc::SYS_setreuid
+        | libc::SYS_setregid
+        | libc::SYS_setgroups
+        | libc::SYS_setresuid
+        | libc::SYS_setresgid
+        | libc::SYS_setfsuid
+        | libc::SYS_setfsgid
+        | libc::SYS_capset => {
+            let r = pass(nr, a);
+            rktio_posix::cred::changed();
+            r
+        }
         libc::SYS_clone => clone(a, uc),
         libc::SYS_clone3 => clone3(a, uc),
         libc::SYS_fork | libc::SYS_vfork => fork(libc::SYS_fork, [0; 6]),

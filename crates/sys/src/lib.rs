@@ -12,6 +12,7 @@
 
 mod buffer;
 mod counters;
+mod creds;
 mod file;
 mod net;
 mod slot;
@@ -20,6 +21,7 @@ mod xdp;
 
 pub use buffer::HostBuffers;
 pub use counters::{HostCall, HostCalls, count};
+pub use creds::{ThreadCreds, read_umask, thread_creds};
 pub use file::{FileOptions, HostFile};
 pub use net::{Notifier, ReadySet, TapDevice, dup_fd, wait_readable};
 pub use slot::{

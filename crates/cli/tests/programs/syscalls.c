@@ -151,6 +151,10 @@ int main(void) {
   /* mkfifo with a relative path under a virtual working directory */
   chdir("/data");
   report("mkfifo", mkfifo("fifo", 0600));
+  struct stat fifo_st;
+  report("fifo kept", stat("fifo", &fifo_st) == 0 && S_ISFIFO(fifo_st.st_mode) ? 1 : -1);
+  /* kept in the image, never opened there: ENXIO, said on stderr */
+  report("fifo open", open("fifo", O_RDONLY | O_NONBLOCK));
   report("relative open", open("raw.txt", O_RDONLY) >= 0 ? 1 : -1);
 
   /* code made at run time: openat + write + close as machine code */

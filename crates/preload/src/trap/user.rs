@@ -41,22 +41,38 @@ unsafe extern "C" {
 /// Longest path the kernel takes (PATH_MAX, with its NUL).
 const PATH_MAX: usize = 4096;
 
-/// The bytes of the C string at `p`: None for NULL or an address that cannot
-/// be read (the host call then answers EFAULT, as it reads nothing there either).
-/// A string longer than PATH_MAX is given cut at PATH_MAX bytes (ENAMETOOLONG
-/// follows from its length).
+/// The bytes of the C string at `p`: None for NULL, an address that cannot be
+/// read, or a path of PATH_MAX bytes or more. The host's call then answers
+/// EFAULT or ENAMETOOLONG, as the kernel fails to copy such a path in before
+/// it looks at anything.
 pub fn c_str<'a>(p: *const std::ffi::c_char) -> Option<&'a [u8]> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: the routine reads at most PATH_MAX + 1 bytes from p and turns a
+    // SAFETY: the routine reads at most PATH_MAX bytes from p and turns a
     // fault into -1 (see `fixup`); it writes nothing.
-    let n = unsafe { rktio_user_strnlen(p.cast(), PATH_MAX + 1) };
-    let n = usize::try_from(n).ok()?;
+    let n = unsafe { rktio_user_strnlen(p.cast(), PATH_MAX) };
+    let n = usize::try_from(n).ok().filter(|&n| n < PATH_MAX)?;
     // SAFETY: those n bytes were just read without a fault; the program's
     // contract keeps them mapped for the call (a program that unmaps them from
     // another thread meanwhile faults here, as it would in libc).
     Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
+}
+
+/// The bytes of the C string at `p`, or the errno the kernel answers for a
+/// path it cannot copy in: EFAULT (NULL or unreadable), ENAMETOOLONG.
+pub fn c_path<'a>(p: *const std::ffi::c_char) -> Result<&'a [u8], i32> {
+    if p.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: as in `c_str`.
+    let n = unsafe { rktio_user_strnlen(p.cast(), PATH_MAX) };
+    match usize::try_from(n) {
+        Err(_) => Err(libc::EFAULT),
+        Ok(n) if n >= PATH_MAX => Err(libc::ENAMETOOLONG),
+        // SAFETY: as in `c_str`.
+        Ok(n) => Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) }),
+    }
 }
 
 /// For a fault taken inside `rktio_user_strnlen`: resume at its fixup.

@@ -312,6 +312,11 @@ pub struct InodeInfo {
     pub ctime: u32,
     pub mtime: u32,
     pub btime: u32,
+    // rkt-io patch: the full timestamps (nanoseconds and epoch bits from the
+    // extra fields), which the u32 fields above drop.
+    pub atime_ts: Ext4Timestamp,
+    pub ctime_ts: Ext4Timestamp,
+    pub mtime_ts: Ext4Timestamp,
     /// Persistent ext4 change attribute used to invalidate directory state.
     pub change_attribute: u64,
     pub project_id: u32,
@@ -1183,6 +1188,10 @@ where
             ctime: inode.i_ctime,
             mtime: inode.i_mtime,
             btime: inode.i_crtime,
+            // rkt-io patch: see the fields.
+            atime_ts: inode.atime_ts(self.filesystem.inode_disk_size()),
+            ctime_ts: inode.ctime_ts(self.filesystem.inode_disk_size()),
+            mtime_ts: inode.mtime_ts(self.filesystem.inode_disk_size()),
             change_attribute: inode.version(self.filesystem.inode_disk_size()),
             project_id: inode.i_projid,
             flags: InodeFlags::from_bits_retain(inode.i_flags & Ext4Inode::EXT4_FL_USER_VISIBLE),
