@@ -33,10 +33,6 @@ entries = [
 /// Tests that pass on kernel ext4 and not on ours, each with why.
 const KNOWN: &[(&str, &str)] = &[
     (
-        "::socket",
-        "a socket file is made by bind(2) of an AF_UNIX socket, and the stack does not bind AF_UNIX sockets on sealed paths",
-    ),
-    (
         "open::etxtbsy",
         "runs a program from the mount in a child process (one process per stack)",
     ),
@@ -122,7 +118,15 @@ fn pjdfstest_passes_on_a_sealed_mount_what_it_passes_on_ext4() {
     let theirs = native(d, &cfg);
     let o = rktio(
         d,
-        &["run", "--", "pjdfstest", "-c", cfg.to_str().unwrap(), "-p", "/data"],
+        &[
+            "run",
+            "--",
+            "pjdfstest",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-p",
+            "/data",
+        ],
         None,
     );
     let ours = text(&o);
@@ -131,7 +135,12 @@ fn pjdfstest_passes_on_a_sealed_mount_what_it_passes_on_ext4() {
     println!("kernel ext4: {}", summary(&theirs));
     println!("sealed mount: {}", summary(&ours));
 
-    let known = |name: &str| KNOWN.iter().find(|(k, _)| name.contains(k)).map(|(_, why)| *why);
+    let known = |name: &str| {
+        KNOWN
+            .iter()
+            .find(|(k, _)| name.contains(k))
+            .map(|(_, why)| *why)
+    };
     let mut regressions = Vec::new();
     let mut known_failing = 0;
     for (name, verdict) in &t {

@@ -104,6 +104,12 @@ fn check_syscalls(d: &Path, prog: &Path) {
         "fifo kept: 1",
         "fifo open: errno 6",
         "relative open: 1",
+        "unix bind: 0",
+        "unix bind again: errno 98",
+        "unix inode: 1",
+        "unix connect: 0",
+        "unix read: 4",
+        "unix connect to a file: errno 111",
         "jit openat: 0",
         &format!("jit write: {}", CANARY.len() + 5),
         // A forked child's raw open of a sealed path: EIO (one process per stack).
@@ -144,6 +150,7 @@ fn check_syscalls(d: &Path, prog: &Path) {
         "jit.txt",
         "copy.txt",
         "fifo",
+        "u.sock",
     ] {
         assert!(ls.contains(f), "{f} not in the image: {ls}");
     }

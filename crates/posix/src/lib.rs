@@ -17,6 +17,7 @@ pub mod exec;
 pub mod path;
 mod sock;
 pub mod syscalls;
+mod unix;
 
 pub use sock::{EpollEvent, SockAddr, WAKE_TAG};
 
@@ -302,6 +303,12 @@ pub struct Runtime {
     map_count: std::sync::atomic::AtomicUsize,
     /// Listeners by port, with the family that opened them (see `listen`).
     listeners: Mutex<HashMap<u16, SharedListener>>,
+    /// AF_UNIX sockets bound on sealed paths: (mount, inode) -> the host
+    /// socket's abstract name (see `unix`).
+    unix_names: Mutex<HashMap<(usize, u64), Vec<u8>>>,
+    /// This run's part of those names, and their count.
+    unix_token: u64,
+    unix_seq: AtomicU64,
     spin_us: u64,
     /// What the program did.
     pub stats: Stats,
@@ -383,6 +390,14 @@ impl Runtime {
             net_cfg: config.net.clone(),
             cwd: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
+            unix_names: Mutex::new(HashMap::new()),
+            unix_token: {
+                let mut b = [0u8; 8];
+                rktio_sys::random_bytes(&mut b)
+                    .map_err(|e| format!("no randomness for socket names: {e}"))?;
+                u64::from_le_bytes(b)
+            },
+            unix_seq: AtomicU64::new(0),
             maps: Mutex::new(Vec::new()),
             map_count: std::sync::atomic::AtomicUsize::new(0),
             net: OnceLock::new(),

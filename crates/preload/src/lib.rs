@@ -30,6 +30,7 @@ thread_local! {
 mod load;
 mod served;
 mod trap;
+mod unix;
 
 /// Held while a call runs in the stack (its system calls pass, see `trap`).
 struct Busy(#[allow(dead_code)] trap::InStack);

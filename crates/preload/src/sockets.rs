@@ -128,6 +128,32 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const libc::sockaddr, len: socklen_
             .and_then(|addr| rt.bind(fd, addr).unwrap_or(Err(libc::EBADF)));
         return ret_int(r);
     }
+    if let Some((rt, _g)) = enter()
+        // SAFETY: bind(2)'s contract.
+        && let Some(path) = unsafe { unix::path_of(a, len) }
+        && let Some(r) = rt.unix_bind(path)
+    {
+        let name = match r {
+            Ok(n) => n,
+            Err(e) => return ret_int(Err(e)),
+        };
+        let (sa, l) = unix::abstract_addr(&name);
+        let r = real!(
+            c"bind",
+            fn(c_int, *const libc::sockaddr, socklen_t) -> c_int,
+            fd,
+            (&sa as *const libc::sockaddr_un).cast(),
+            l
+        );
+        if r != 0 {
+            let e = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            rt.unix_unbind(path);
+            set_errno(e);
+        }
+        return r;
+    }
     real!(
         c"bind",
         fn(c_int, *const libc::sockaddr, socklen_t) -> c_int,
@@ -215,6 +241,22 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const libc::sockaddr, len: sockl
         let r = unsafe { read_addr(a, len) }
             .and_then(|addr| rt.connect(fd, addr).unwrap_or(Err(libc::EBADF)));
         return ret_int(r);
+    }
+    if let Some((rt, _g)) = enter()
+        // SAFETY: connect(2)'s contract.
+        && let Some(r) = unsafe { unix::sealed_dest(rt, a, len) }
+    {
+        let (sa, l) = match r {
+            Ok(x) => x,
+            Err(e) => return ret_int(Err(e)),
+        };
+        return real!(
+            c"connect",
+            fn(c_int, *const libc::sockaddr, socklen_t) -> c_int,
+            fd,
+            (&sa as *const libc::sockaddr_un).cast(),
+            l
+        );
     }
     real!(
         c"connect",
@@ -430,6 +472,25 @@ pub unsafe extern "C" fn sendto(
             return r;
         }
     }
+    if let Some((rt, _g)) = enter()
+        // SAFETY: sendto(2)'s contract.
+        && let Some(r) = unsafe { unix::sealed_dest(rt, a, len) }
+    {
+        let (sa, l) = match r {
+            Ok(x) => x,
+            Err(e) => return ret_size(Err(e)),
+        };
+        return real!(
+            c"sendto",
+            fn(c_int, *const c_void, size_t, c_int, *const libc::sockaddr, socklen_t) -> ssize_t,
+            fd,
+            p,
+            n,
+            flags,
+            (&sa as *const libc::sockaddr_un).cast(),
+            l
+        );
+    }
     real!(
         c"sendto",
         fn(c_int, *const c_void, size_t, c_int, *const libc::sockaddr, socklen_t) -> ssize_t,
@@ -476,6 +537,27 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const libc::msghdr, flags: c_int
         if let Some(r) = do_send(fd, &bufs, flags, to) {
             return r;
         }
+    }
+    if !m.is_null()
+        && let Some((rt, _g)) = enter()
+        // SAFETY: sendmsg(2)'s contract: a valid msghdr naming its address.
+        && let Some(r) = unsafe { unix::sealed_dest(rt, (*m).msg_name.cast(), (*m).msg_namelen) }
+    {
+        let (mut sa, l) = match r {
+            Ok(x) => x,
+            Err(e) => return ret_size(Err(e)),
+        };
+        // SAFETY: as above; a copy whose name is ours.
+        let mut h = unsafe { std::ptr::read(m) };
+        h.msg_name = (&mut sa as *mut libc::sockaddr_un).cast();
+        h.msg_namelen = l;
+        return real!(
+            c"sendmsg",
+            fn(c_int, *const libc::msghdr, c_int) -> ssize_t,
+            fd,
+            &h,
+            flags
+        );
     }
     real!(
         c"sendmsg",

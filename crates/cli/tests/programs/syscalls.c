@@ -17,8 +17,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -156,6 +158,29 @@ int main(void) {
   /* kept in the image, never opened there: ENXIO, said on stderr */
   report("fifo open", open("fifo", O_RDONLY | O_NONBLOCK));
   report("relative open", open("raw.txt", O_RDONLY) >= 0 ? 1 : -1);
+
+  /* an AF_UNIX socket named on the sealed mount: its inode is in the image,
+     and a connect by that path reaches it */
+  struct sockaddr_un ua = {.sun_family = AF_UNIX};
+  strcpy(ua.sun_path, "/data/u.sock");
+  int ls = socket(AF_UNIX, SOCK_STREAM, 0), cs = socket(AF_UNIX, SOCK_STREAM, 0);
+  report("unix bind", bind(ls, (struct sockaddr *)&ua, sizeof ua));
+  report("unix bind again", bind(cs, (struct sockaddr *)&ua, sizeof ua));
+  struct stat us;
+  report("unix inode", stat("/data/u.sock", &us) == 0 && S_ISSOCK(us.st_mode) ? 1 : -1);
+  listen(ls, 1);
+  report("unix connect", connect(cs, (struct sockaddr *)&ua, sizeof ua));
+  int as = accept(ls, NULL, NULL);
+  char ub[8] = {0};
+  write(cs, "ping", 4);
+  report("unix read", read(as, ub, sizeof ub));
+  close(as);
+  close(cs);
+  close(ls);
+  strcpy(ua.sun_path, "raw.txt");
+  cs = socket(AF_UNIX, SOCK_STREAM, 0);
+  report("unix connect to a file", connect(cs, (struct sockaddr *)&ua, sizeof ua));
+  close(cs);
 
   /* code made at run time: openat + write + close as machine code */
   unsigned char code[] = {
