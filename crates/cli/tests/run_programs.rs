@@ -437,3 +437,57 @@ fn flock_on_sealed_files() {
         text(&o)
     );
 }
+
+/// Permissions on sealed files are checked as ext4 checks them: by the
+/// calling thread's fsuid, fsgid and capabilities after seteuid (a server
+/// dropping privileges), setfsuid in one thread only, the umask umask(2) set,
+/// access(2) by the real ids, new files owned by their maker.
+#[test]
+fn permissions_follow_the_callers_credentials() {
+    let dir = setup("16M", "");
+    let d = dir.path();
+    let script = r#"
+import ctypes, os, threading
+def t(name, f):
+    try:
+        f(); print(name, 'ok')
+    except PermissionError:
+        print(name, 'EACCES')
+os.umask(0o077)
+os.close(os.open('/data/secret', os.O_WRONLY | os.O_CREAT, 0o666))
+print('umask', oct(os.stat('/data/secret').st_mode & 0o777))
+os.umask(0o022)
+os.mkdir('/data/pub', 0o755); open('/data/pub/f', 'w').write('x')
+os.mkdir('/data/closed', 0o700); open('/data/closed/f', 'w').write('x')
+os.mkdir('/data/open'); os.chmod('/data/open', 0o777)
+libc = ctypes.CDLL(None, use_errno=True)
+def one_thread():
+    libc.syscall(122, 65534)  # setfsuid: this thread only
+    t('thread read secret', lambda: open('/data/secret').read())
+th = threading.Thread(target=one_thread); th.start(); th.join()
+t('main read secret', lambda: open('/data/secret').read())
+os.setegid(65534); os.seteuid(65534)
+t('read secret', lambda: open('/data/secret').read())
+t('read pub', lambda: open('/data/pub/f').read())
+t('stat in closed', lambda: os.stat('/data/closed/f'))
+t('create in pub', lambda: open('/data/pub/g', 'w'))
+t('chmod pub', lambda: os.chmod('/data/pub/f', 0o777))
+open('/data/open/mine', 'w').write('y')
+print('owner', os.stat('/data/open/mine').st_uid)
+print('access by real ids', os.access('/data/secret', os.R_OK))
+print('access by effective ids', os.access('/data/secret', os.R_OK, effective_ids=True))
+os.seteuid(0); os.setegid(0)
+t('root read secret', lambda: open('/data/secret').read())
+"#;
+    let o = rktio(d, &["run", "--", "/usr/bin/python3", "-c", script], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "umask 0o600\nthread read secret EACCES\nmain read secret ok\nread secret EACCES\n\
+         read pub ok\nstat in closed EACCES\ncreate in pub EACCES\nchmod pub EACCES\n\
+         owner 65534\naccess by real ids True\naccess by effective ids False\n\
+         root read secret ok\n",
+        "{}",
+        text(&o)
+    );
+}
