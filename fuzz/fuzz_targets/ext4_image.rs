@@ -74,8 +74,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let key = KeySource::Bytes([3u8; 32].into());
     let media = MemDisk::new(BLOCKS + BLOCKS / 10 + 80);
-    let Ok(mut d) = SealedDisk::create(media.queue(8).expect("queue"), &key, &CreateOptions::default())
-    else {
+    let Ok(mut d) = SealedDisk::create(
+        media.queue(8).expect("queue"),
+        &key,
+        &CreateOptions::default(),
+    ) else {
         return;
     };
     for (i, b) in img.chunks(4096).enumerate() {
@@ -84,13 +87,25 @@ fuzz_target!(|data: &[u8]| {
             let _ = d.write(i as u64, block);
         }
     }
-    let Ok(fs) = Ext4Fs::mount(d, MountOptions { cache_pages: 64, ..Default::default() }) else {
+    let Ok(fs) = Ext4Fs::mount(
+        d,
+        MountOptions {
+            cache_pages: 64,
+            ..Default::default()
+        },
+    ) else {
         return;
     };
     let _ = fs.walk_tree(&mut |_, _| {});
     let _ = fs.stat(b"/link");
     let _ = fs.readlink(b"/link");
-    if let Ok(root) = fs.open(b"/sub/deeper", &OpenOptions { directory: true, ..Default::default() }) {
+    if let Ok(root) = fs.open(
+        b"/sub/deeper",
+        &OpenOptions {
+            directory: true,
+            ..Default::default()
+        },
+    ) {
         let _ = fs.readdir(&root);
         let _ = fs.close(&root);
     }

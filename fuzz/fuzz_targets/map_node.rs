@@ -2,7 +2,7 @@
 //! if it were not): never panic, and only in-range, unique-looking entries come out.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rktio_seal::format::{decode_node, Entry};
+use rktio_seal::format::{Entry, decode_node};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 10 {

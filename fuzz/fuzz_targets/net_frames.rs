@@ -22,7 +22,10 @@ fn config(wireguard: bool) -> StackConfig {
     };
     StackConfig {
         mac: Some([2, 0, 0, 0, 0, 1]),
-        addresses: vec![Cidr::parse("10.1.0.1/24").expect("cidr"), Cidr::parse("fd01::1/64").expect("cidr")],
+        addresses: vec![
+            Cidr::parse("10.1.0.1/24").expect("cidr"),
+            Cidr::parse("fd01::1/64").expect("cidr"),
+        ],
         gateways: vec![],
         security,
         tuning: Default::default(),
@@ -75,7 +78,9 @@ fn checksum(b: &[u8], acc: u32) -> u16 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let wireguard = mode & 1 == 1;
     let (nic, _other) = PipeNic::pair(1500, 4096).expect("pipe");
     let mut stack = Stack::new(nic, &config(wireguard)).expect("stack");
@@ -87,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
         let n = n.min(rest.len());
         let (frame, tail) = rest.split_at(n);
         rest = tail;
-        let f = if wireguard && mode & 2 == 2 { udp_frame(&frame[..frame.len().min(1400)]) } else { frame.to_vec() };
+        let f = if wireguard && mode & 2 == 2 {
+            udp_frame(&frame[..frame.len().min(1400)])
+        } else {
+            frame.to_vec()
+        };
         stack.nic().inject(f);
         stack.poll();
     }

@@ -9,7 +9,11 @@ use rktio_seal::{CreateOptions, KeySource, OpenOptions, SealedDisk};
 fuzz_target!(|data: &[u8]| {
     let key = KeySource::Bytes([9u8; 32].into());
     let media = MemDisk::new(200);
-    let Ok(mut d) = SealedDisk::create(media.queue(4).expect("queue"), &key, &CreateOptions::default()) else {
+    let Ok(mut d) = SealedDisk::create(
+        media.queue(4).expect("queue"),
+        &key,
+        &CreateOptions::default(),
+    ) else {
         return;
     };
     for lba in 0..4u64 {
@@ -28,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
         media.write(block, &b);
         rest = &rest[4 + len..];
     }
-    if let Ok(mut d) = SealedDisk::open(media.queue(4).expect("queue"), &key, &OpenOptions::default()) {
+    if let Ok(mut d) = SealedDisk::open(
+        media.queue(4).expect("queue"),
+        &key,
+        &OpenOptions::default(),
+    ) {
         let mut b = [0u8; 4096];
         for lba in 0..d.logical_blocks() {
             let _ = d.read(lba, &mut b);

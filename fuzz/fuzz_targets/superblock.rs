@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = Superblock::decode_header(&b);
     if let Ok(sb) = Superblock::decode_authenticated(&b) {
         // What parses must re-encode to the same fields.
-        let again = Superblock::decode_authenticated(&sb.encode()[..]).expect("re-encoded superblock parses");
+        let again = Superblock::decode_authenticated(&sb.encode()[..])
+            .expect("re-encoded superblock parses");
         assert_eq!(again, sb);
     }
 });

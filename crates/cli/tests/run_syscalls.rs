@@ -117,6 +117,10 @@ fn check_syscalls(d: &Path, prog: &Path) {
         // posix_spawn's open in the child fails (EIO): exec's exit status 127.
         "spawn file action: 127",
         "spawn: 0",
+        "close_range: 0",
+        "guessed numbers refused: 1",
+        &format!("write after closefrom: {}", CANARY.len() + 7),
+        "fsync after closefrom: 0",
     ];
     let lines: Vec<&str> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -151,6 +155,7 @@ fn check_syscalls(d: &Path, prog: &Path) {
         "copy.txt",
         "fifo",
         "u.sock",
+        "after.txt",
     ] {
         assert!(ls.contains(f), "{f} not in the image: {ls}");
     }
@@ -281,6 +286,7 @@ fn a_fault_in_the_stack_stops_the_program_with_a_line() {
     let prog = build(bin.path(), "fault.c", "fault", &[]);
     let o = rktio(d, &["run", "--", prog.to_str().unwrap()], None);
     let t = text(&o);
+    assert!(t.contains("unmapped: -1 errno 14"), "{t}");
     assert_eq!(o.status.signal(), Some(libc_sigsegv()), "{t}");
     assert!(t.contains("a fault in the stack's code"), "{t}");
     // Its SIGSEGV handler did not run (it would have jumped out of the stack

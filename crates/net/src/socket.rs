@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -505,7 +505,7 @@ fn new_tcp(o: &TcpOptions) -> tcp::Socket<'static> {
 }
 
 /// The driver: poll while busy, spin a little when idle, then park.
-fn drive(shared: &Shared, wake: Option<OwnedFd>, cfg: PollConfig) {
+fn drive(shared: &Shared, wake: Option<rktio_sys::InternalFd>, cfg: PollConfig) {
     let mut idle_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         let moved = {

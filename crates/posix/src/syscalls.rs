@@ -1765,7 +1765,9 @@ pub const TABLE: &[Syscall] = &[
     Syscall {
         nr: 335,
         name: "uretprobe",
-        route: Host,
+        // The kernel's return-probe trampoline makes it, never a program; made
+        // from anywhere else (as the trap would make it) it kills the process.
+        route: Refused(ENOSYS),
     },
     Syscall {
         nr: 424,

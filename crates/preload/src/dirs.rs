@@ -53,6 +53,9 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_ours(fd)
     {
@@ -152,11 +155,17 @@ pub unsafe extern "C" fn rewinddir(d: *mut libc::DIR) {
 /// getdents64(2) on a directory of ours: as many records as fit.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getdents64(fd: c_int, out: *mut c_void, n: size_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_ours(fd)
     {
         // SAFETY: getdents64(2)'s contract: `n` writable bytes at `out`.
-        let buf = unsafe { buf_mut(out, n) };
+        let buf = match unsafe { buf_mut(out, n) } {
+            Ok(b) => b,
+            Err(e) => return ret_size(Err(e)),
+        };
         let mut used = 0usize;
         loop {
             let ents = match rt.next_dirents(fd, 1) {

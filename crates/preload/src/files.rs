@@ -158,6 +158,9 @@ pub unsafe extern "C" fn creat64(path: *const c_char, mode: mode_t) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.close(fd)
     {
@@ -168,6 +171,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.dup(fd, 0, false)
     {
@@ -178,6 +184,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if crate::internal(old) || crate::internal(new) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.dup2(old, new, false)
     {
@@ -188,6 +197,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if crate::internal(old) || crate::internal(new) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter() {
         if old == new && (rt.is_ours(old) || rt.is_ours(new)) {
             set_errno(libc::EINVAL);
@@ -204,11 +216,17 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, p: *mut c_void, n: size_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_ours(fd)
     {
         // SAFETY: read(2)'s contract.
-        let b = unsafe { buf_mut(p, n) };
+        let b = match unsafe { buf_mut(p, n) } {
+            Ok(b) => b,
+            Err(e) => return ret_size(Err(e)),
+        };
         if let Some(r) = rt.read(fd, b) {
             return ret_size(r);
         }
@@ -218,11 +236,17 @@ pub unsafe extern "C" fn read(fd: c_int, p: *mut c_void, n: size_t) -> ssize_t {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, p: *const c_void, n: size_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_ours(fd)
     {
         // SAFETY: write(2)'s contract.
-        let b = unsafe { buf(p, n) };
+        let b = match unsafe { buf(p, n) } {
+            Ok(b) => b,
+            Err(e) => return ret_size(Err(e)),
+        };
         if let Some(r) = rt.write(fd, b) {
             if let Ok(k) = r {
                 mirror_at_position(rt, fd, &[&b[..k]]);
@@ -245,7 +269,10 @@ pub(crate) fn do_pread(fd: c_int, p: *mut c_void, n: size_t, off: off_t) -> Opti
         return None;
     }
     // SAFETY: pread(2)'s contract.
-    let b = unsafe { buf_mut(p, n) };
+    let b = match unsafe { buf_mut(p, n) } {
+        Ok(b) => b,
+        Err(e) => return Some(ret_size(Err(e))),
+    };
     Some(ret_size(rt.pread(fd, b, off)?))
 }
 
@@ -255,7 +282,10 @@ pub(crate) fn do_pwrite(fd: c_int, p: *const c_void, n: size_t, off: off_t) -> O
         return None;
     }
     // SAFETY: pwrite(2)'s contract.
-    let b = unsafe { buf(p, n) };
+    let b = match unsafe { buf(p, n) } {
+        Ok(b) => b,
+        Err(e) => return Some(ret_size(Err(e))),
+    };
     let r = rt.pwrite(fd, b, off)?;
     if let (Ok(k), Ok(at)) = (&r, u64::try_from(off)) {
         crate::memory::mirror_write(rt, fd, at, &[&b[..*k]]);
@@ -281,6 +311,9 @@ fn mirror_at_position(rt: &Runtime, fd: c_int, bytes: &[&[u8]]) {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pread(fd: c_int, p: *mut c_void, n: size_t, off: off_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_pread(fd, p, n, off).unwrap_or_else(|| {
         real!(
             c"pread",
@@ -295,6 +328,9 @@ pub unsafe extern "C" fn pread(fd: c_int, p: *mut c_void, n: size_t, off: off_t)
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pread64(fd: c_int, p: *mut c_void, n: size_t, off: off_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_pread(fd, p, n, off).unwrap_or_else(|| {
         real!(
             c"pread64",
@@ -309,6 +345,9 @@ pub unsafe extern "C" fn pread64(fd: c_int, p: *mut c_void, n: size_t, off: off_
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pwrite(fd: c_int, p: *const c_void, n: size_t, off: off_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_pwrite(fd, p, n, off).unwrap_or_else(|| {
         real!(
             c"pwrite",
@@ -323,6 +362,9 @@ pub unsafe extern "C" fn pwrite(fd: c_int, p: *const c_void, n: size_t, off: off
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pwrite64(fd: c_int, p: *const c_void, n: size_t, off: off_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_pwrite(fd, p, n, off).unwrap_or_else(|| {
         real!(
             c"pwrite64",
@@ -350,7 +392,10 @@ pub(crate) fn do_readv(
         return Some(-1);
     }
     // SAFETY: readv(2)'s contract.
-    let mut bufs = unsafe { iov_mut(v, n) };
+    let mut bufs = match unsafe { iov_mut(v, n) } {
+        Ok(b) => b,
+        Err(e) => return Some(ret_size(Err(e))),
+    };
     Some(ret_size(rt.readv(fd, &mut bufs, off)?))
 }
 
@@ -369,7 +414,10 @@ pub(crate) fn do_writev(
         return Some(-1);
     }
     // SAFETY: writev(2)'s contract.
-    let bufs = unsafe { iov(v, n) };
+    let bufs = match unsafe { iov(v, n) } {
+        Ok(b) => b,
+        Err(e) => return Some(ret_size(Err(e))),
+    };
     let r = rt.writev(fd, &bufs, off)?;
     if let Ok(k) = r {
         // What was written: the first `k` bytes of the buffers.
@@ -391,6 +439,9 @@ pub(crate) fn do_writev(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, v: *const libc::iovec, n: c_int) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_readv(fd, v, n, None).unwrap_or_else(|| {
         real!(
             c"readv",
@@ -404,6 +455,9 @@ pub unsafe extern "C" fn readv(fd: c_int, v: *const libc::iovec, n: c_int) -> ss
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, v: *const libc::iovec, n: c_int) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_writev(fd, v, n, None).unwrap_or_else(|| {
         real!(
             c"writev",
@@ -417,6 +471,9 @@ pub unsafe extern "C" fn writev(fd: c_int, v: *const libc::iovec, n: c_int) -> s
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn preadv(fd: c_int, v: *const libc::iovec, n: c_int, off: off_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_readv(fd, v, n, Some(off)).unwrap_or_else(|| {
         real!(
             c"preadv",
@@ -436,6 +493,9 @@ pub unsafe extern "C" fn preadv64(
     n: c_int,
     off: off_t,
 ) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_readv(fd, v, n, Some(off)).unwrap_or_else(|| {
         real!(
             c"preadv64",
@@ -455,6 +515,9 @@ pub unsafe extern "C" fn pwritev(
     n: c_int,
     off: off_t,
 ) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_writev(fd, v, n, Some(off)).unwrap_or_else(|| {
         real!(
             c"pwritev",
@@ -474,6 +537,9 @@ pub unsafe extern "C" fn pwritev64(
     n: c_int,
     off: off_t,
 ) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_writev(fd, v, n, Some(off)).unwrap_or_else(|| {
         real!(
             c"pwritev64",
@@ -499,12 +565,18 @@ pub(crate) fn do_lseek(fd: c_int, off: off_t, whence: c_int) -> Option<off_t> {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_lseek(fd, off, whence)
         .unwrap_or_else(|| real!(c"lseek", fn(c_int, off_t, c_int) -> off_t, fd, off, whence))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_lseek(fd, off, whence).unwrap_or_else(|| {
         real!(
             c"lseek64",
@@ -520,6 +592,9 @@ pub unsafe extern "C" fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t 
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fsync(fd, false)
     {
@@ -530,6 +605,9 @@ pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fsync(fd, true)
     {
@@ -541,6 +619,9 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
 /// flock(2): ours in the stack's lock table (see `Runtime::flock`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn flock(fd: c_int, op: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.flock(fd, op)
     {
@@ -551,6 +632,9 @@ pub unsafe extern "C" fn flock(fd: c_int, op: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sync_file_range(fd: c_int, off: off_t, n: off_t, flags: u32) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.sync_file_range(fd)
     {
@@ -568,6 +652,9 @@ pub unsafe extern "C" fn sync_file_range(fd: c_int, off: off_t, n: off_t, flags:
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn syncfs(fd: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.syncfs(fd)
     {
@@ -587,6 +674,9 @@ pub unsafe extern "C" fn sync() {
 /// posix_fadvise returns the error number instead of setting errno.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fadvise(fd, advice)
     {
@@ -609,6 +699,9 @@ pub unsafe extern "C" fn posix_fadvise64(
     len: off_t,
     advice: c_int,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fadvise(fd, advice)
     {
@@ -626,6 +719,9 @@ pub unsafe extern "C" fn posix_fadvise64(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readahead(fd: c_int, off: off_t, n: size_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fadvise(fd, libc::POSIX_FADV_WILLNEED)
     {
@@ -647,11 +743,17 @@ pub(crate) fn do_ftruncate(fd: c_int, len: off_t) -> Option<c_int> {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ftruncate(fd: c_int, len: off_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_ftruncate(fd, len).unwrap_or_else(|| real!(c"ftruncate", fn(c_int, off_t) -> c_int, fd, len))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ftruncate64(fd: c_int, len: off_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_ftruncate(fd, len)
         .unwrap_or_else(|| real!(c"ftruncate64", fn(c_int, off_t) -> c_int, fd, len))
 }
@@ -695,6 +797,9 @@ pub(crate) fn do_fallocate(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fallocate(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_fallocate(fd, mode, off, len)
         .map(ret_int)
         .unwrap_or_else(|| {
@@ -711,6 +816,9 @@ pub unsafe extern "C" fn fallocate(fd: c_int, mode: c_int, off: off_t, len: off_
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fallocate64(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_fallocate(fd, mode, off, len)
         .map(ret_int)
         .unwrap_or_else(|| {
@@ -728,6 +836,9 @@ pub unsafe extern "C" fn fallocate64(fd: c_int, mode: c_int, off: off_t, len: of
 /// posix_fallocate returns the error number instead of setting errno.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_fallocate(fd: c_int, off: off_t, len: off_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     match do_fallocate(fd, 0, off, len) {
         Some(Ok(())) => 0,
         Some(Err(e)) => e,
@@ -743,6 +854,9 @@ pub unsafe extern "C" fn posix_fallocate(fd: c_int, off: off_t, len: off_t) -> c
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_fallocate64(fd: c_int, off: off_t, len: off_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     match do_fallocate(fd, 0, off, len) {
         Some(Ok(())) => 0,
         Some(Err(e)) => e,
@@ -765,13 +879,13 @@ pub(crate) fn do_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Option<c_int> {
     }
     let lock = |cmd: LockCmd, ofd: bool| -> c_int {
         let p = arg as *mut libc::flock;
-        if p.is_null() {
+        if !trap::user::writable(p.cast(), std::mem::size_of::<libc::flock>()) {
             set_errno(libc::EFAULT);
             return -1;
         }
         // SAFETY: fcntl's contract for the lock commands: `arg` points to a
-        // `struct flock` (flock64 has the same layout on x86_64).
-        let fl = unsafe { p.read() };
+        // `struct flock` (flock64 has the same layout on x86_64), mapped.
+        let fl = unsafe { p.read_unaligned() };
         if ofd && fl.l_pid != 0 {
             set_errno(libc::EINVAL);
             return -1;
@@ -825,12 +939,18 @@ pub(crate) fn do_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Option<c_int> {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_fcntl(fd, cmd, arg)
         .unwrap_or_else(|| real!(c"fcntl", fn(c_int, c_int, usize) -> c_int, fd, cmd, arg))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_fcntl(fd, cmd, arg)
         .unwrap_or_else(|| real!(c"fcntl64", fn(c_int, c_int, usize) -> c_int, fd, cmd, arg))
 }

@@ -244,45 +244,82 @@ unsafe fn cpath<'a>(p: *const c_char) -> Option<&'a [u8]> {
     trap::user::c_str(p)
 }
 
-unsafe fn buf_mut<'a>(p: *mut c_void, n: size_t) -> &'a mut [u8] {
-    if n == 0 || p.is_null() {
-        return &mut [];
+/// A value in the program's memory, at any alignment: EFAULT if it cannot be
+/// read.
+unsafe fn user_read<T: Copy>(p: *const T) -> SysResult<T> {
+    if !trap::user::readable(p.cast(), std::mem::size_of::<T>()) {
+        return Err(libc::EFAULT);
     }
-    // SAFETY: the caller gave a buffer of `n` writable bytes (read(2)'s contract).
-    unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) }
+    // SAFETY: the bytes are mapped (checked); a `T` of the program's.
+    Ok(unsafe { p.read_unaligned() })
 }
 
-unsafe fn buf<'a>(p: *const c_void, n: size_t) -> &'a [u8] {
-    if n == 0 || p.is_null() {
-        return &[];
+/// A buffer the program passed for the stack to fill: EFAULT if it cannot be
+/// reached (NULL with a length, or an unmapped address; see `trap::user`).
+unsafe fn buf_mut<'a>(p: *mut c_void, n: size_t) -> SysResult<&'a mut [u8]> {
+    if n == 0 {
+        return Ok(&mut []);
     }
-    // SAFETY: the caller gave `n` readable bytes (write(2)'s contract).
-    unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) }
+    if !trap::user::readable(p.cast(), n) {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the caller gave a buffer of `n` writable bytes (read(2)'s
+    // contract), and it is mapped.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) })
 }
 
-unsafe fn iov_mut<'a>(iov: *const libc::iovec, n: c_int) -> Vec<&'a mut [u8]> {
+/// A buffer the program passed for the stack to read: EFAULT if it cannot
+/// be read.
+unsafe fn buf<'a>(p: *const c_void, n: size_t) -> SysResult<&'a [u8]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if !trap::user::readable(p.cast(), n) {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the caller gave `n` readable bytes (write(2)'s contract), and
+    // they are mapped.
+    Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
+}
+
+/// The iovec array of readv(2): at most 1024 entries, each a buffer as
+/// `buf_mut` checks it.
+unsafe fn iov_mut<'a>(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<&'a mut [u8]>> {
     let n = usize::try_from(n).unwrap_or(0).min(1024);
-    if iov.is_null() {
-        return Vec::new();
+    if n == 0 {
+        return Ok(Vec::new());
     }
-    // SAFETY: readv(2)'s contract: `n` iovecs, each naming writable memory.
-    let v = unsafe { std::slice::from_raw_parts(iov, n) };
-    v.iter()
-        // SAFETY: as above, for each entry.
-        .map(|e| unsafe { buf_mut(e.iov_base, e.iov_len) })
+    if !trap::user::readable(iov.cast(), n * std::mem::size_of::<libc::iovec>()) {
+        return Err(libc::EFAULT);
+    }
+    (0..n)
+        .map(|k| {
+            // SAFETY: readv(2)'s contract: `n` iovecs, mapped (checked), at
+            // any alignment.
+            let e = unsafe { iov.add(k).read_unaligned() };
+            // SAFETY: as above, for each entry.
+            unsafe { buf_mut(e.iov_base, e.iov_len) }
+        })
         .collect()
 }
 
-unsafe fn iov<'a>(iov: *const libc::iovec, n: c_int) -> Vec<&'a [u8]> {
+/// The iovec array of writev(2), as `iov_mut`.
+unsafe fn iov<'a>(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<&'a [u8]>> {
     let n = usize::try_from(n).unwrap_or(0).min(1024);
-    if iov.is_null() {
-        return Vec::new();
+    if n == 0 {
+        return Ok(Vec::new());
     }
-    // SAFETY: writev(2)'s contract: `n` iovecs, each naming readable memory.
-    let v = unsafe { std::slice::from_raw_parts(iov, n) };
-    v.iter()
-        // SAFETY: as above, for each entry.
-        .map(|e| unsafe { buf(e.iov_base, e.iov_len) })
+    if !trap::user::readable(iov.cast(), n * std::mem::size_of::<libc::iovec>()) {
+        return Err(libc::EFAULT);
+    }
+    (0..n)
+        .map(|k| {
+            // SAFETY: writev(2)'s contract: `n` iovecs, mapped (checked), at
+            // any alignment.
+            let e = unsafe { iov.add(k).read_unaligned() };
+            // SAFETY: as above, for each entry.
+            unsafe { buf(e.iov_base, e.iov_len) }
+        })
         .collect()
 }
 
@@ -311,7 +348,7 @@ fn to_stat(s: &FullStat) -> libc::stat {
 fn put_stat(out: *mut libc::stat, r: SysResult<FullStat>) -> c_int {
     match r {
         Ok(s) => {
-            if out.is_null() {
+            if !trap::user::writable(out.cast(), std::mem::size_of::<libc::stat>()) {
                 set_errno(libc::EFAULT);
                 return -1;
             }
@@ -345,3 +382,46 @@ use poll::*;
 use sockets::*;
 use stat::*;
 use xattr::*;
+
+/// Is `fd` one of the stack's own host descriptors, named by the program (the
+/// stack's own code, inside `enter`, reaches its descriptors through libc
+/// too)?
+fn internal(fd: c_int) -> bool {
+    rktio_sys::is_internal(fd) && busy_free()
+}
+
+/// What a call on one of the stack's own host descriptors answers (see
+/// `rktio_sys::is_internal`): EBADF, as if nothing were open there.
+fn internal_fd<T: Failed>() -> T {
+    set_errno(libc::EBADF);
+    T::failed()
+}
+
+/// The failure value of an entry point's return type.
+trait Failed {
+    fn failed() -> Self;
+}
+
+impl Failed for c_int {
+    fn failed() -> Self {
+        -1
+    }
+}
+
+impl Failed for i64 {
+    fn failed() -> Self {
+        -1
+    }
+}
+
+impl Failed for isize {
+    fn failed() -> Self {
+        -1
+    }
+}
+
+impl<T> Failed for *mut T {
+    fn failed() -> Self {
+        std::ptr::null_mut()
+    }
+}

@@ -60,7 +60,7 @@ pub(crate) fn do_mmap(
     // Filled and registered before a write to the file can look for it.
     let _m = shared.then(mirror_lock);
     // SAFETY: `m` is a fresh mapping of `len` bytes, readable and writable.
-    let b = unsafe { buf_mut(m, len) };
+    let b = unsafe { std::slice::from_raw_parts_mut(m.cast::<u8>(), len) };
     let mut done = 0usize;
     while done < b.len() {
         match rt.pread(fd, &mut b[done..], off + done as off_t) {
@@ -218,6 +218,10 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     off: off_t,
 ) -> *mut c_void {
+    if crate::internal(fd) {
+        set_errno(libc::EBADF);
+        return libc::MAP_FAILED;
+    }
     do_mmap(addr, len, prot, flags, fd, off).unwrap_or_else(|| {
         real!(
             c"mmap",
@@ -241,6 +245,10 @@ pub unsafe extern "C" fn mmap64(
     fd: c_int,
     off: off_t,
 ) -> *mut c_void {
+    if crate::internal(fd) {
+        set_errno(libc::EBADF);
+        return libc::MAP_FAILED;
+    }
     do_mmap(addr, len, prot, flags, fd, off).unwrap_or_else(|| {
         real!(
             c"mmap64",

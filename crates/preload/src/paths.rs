@@ -61,6 +61,9 @@ pub unsafe extern "C" fn chmod(path: *const c_char, mode: mode_t) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fchmod(fd: c_int, mode: mode_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fd_attr(fd, PathOp::Chmod(mode))
     {
@@ -111,6 +114,9 @@ pub unsafe extern "C" fn lchown(path: *const c_char, uid: u32, gid: u32) -> c_in
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fchown(fd: c_int, uid: u32, gid: u32) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fd_attr(fd, PathOp::Chown(id(uid), id(gid), true))
     {
@@ -131,13 +137,15 @@ pub(crate) fn set_time(t: &libc::timespec) -> rktio_fs::SetTime {
 }
 
 /// The two times of utimensat (NULL: now, now).
-pub(crate) unsafe fn times2(t: *const libc::timespec) -> (rktio_fs::SetTime, rktio_fs::SetTime) {
+pub(crate) unsafe fn times2(
+    t: *const libc::timespec,
+) -> SysResult<(rktio_fs::SetTime, rktio_fs::SetTime)> {
     if t.is_null() {
-        return (rktio_fs::SetTime::Now, rktio_fs::SetTime::Now);
+        return Ok((rktio_fs::SetTime::Now, rktio_fs::SetTime::Now));
     }
-    // SAFETY: utimensat(2)'s contract: two timespecs.
-    let (a, m) = unsafe { (&*t, &*t.add(1)) };
-    (set_time(a), set_time(m))
+    // SAFETY: utimensat(2)'s contract: two timespecs (checked readable).
+    let [a, m] = unsafe { user_read(t.cast::<[libc::timespec; 2]>()) }?;
+    Ok((set_time(&a), set_time(&m)))
 }
 
 #[unsafe(no_mangle)]
@@ -148,7 +156,10 @@ pub unsafe extern "C" fn utimensat(
     flags: c_int,
 ) -> c_int {
     // SAFETY: the caller's pointer, per utimensat(2).
-    let (a, m) = unsafe { times2(t) };
+    let (a, m) = match unsafe { times2(t) } {
+        Ok(x) => x,
+        Err(e) => return ret_int(Err(e)),
+    };
     let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
     if path.is_null() {
         // futimens
@@ -172,8 +183,14 @@ pub unsafe extern "C" fn utimensat(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn futimens(fd: c_int, t: *const libc::timespec) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     // SAFETY: the caller's pointer, per futimens(3).
-    let (a, m) = unsafe { times2(t) };
+    let (a, m) = match unsafe { times2(t) } {
+        Ok(x) => x,
+        Err(e) => return ret_int(Err(e)),
+    };
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fd_attr(fd, PathOp::Utimens(a, m, true))
     {
@@ -199,9 +216,11 @@ pub unsafe extern "C" fn utimes(path: *const c_char, t: *const libc::timeval) ->
     let (a, m) = if t.is_null() {
         (rktio_fs::SetTime::Now, rktio_fs::SetTime::Now)
     } else {
-        // SAFETY: utimes(2)'s contract: two timevals.
-        let (x, y) = unsafe { (&*t, &*t.add(1)) };
-        (tv(x), tv(y))
+        // SAFETY: utimes(2)'s contract: two timevals (checked readable).
+        match unsafe { user_read(t.cast::<[libc::timeval; 2]>()) } {
+            Ok([x, y]) => (tv(&x), tv(&y)),
+            Err(e) => return ret_int(Err(e)),
+        }
     };
     path_ret(do_path_op(
         libc::AT_FDCWD,
@@ -223,8 +242,11 @@ pub unsafe extern "C" fn utime(path: *const c_char, t: *const libc::utimbuf) -> 
     let (a, m) = if t.is_null() {
         (rktio_fs::SetTime::Now, rktio_fs::SetTime::Now)
     } else {
-        // SAFETY: utime(2)'s contract: one utimbuf.
-        let u = unsafe { &*t };
+        // SAFETY: utime(2)'s contract: one utimbuf (checked readable).
+        let u = match unsafe { user_read(t) } {
+            Ok(u) => u,
+            Err(e) => return ret_int(Err(e)),
+        };
         let at = |s: i64| rktio_fs::SetTime::At(rktio_fs::Timespec { sec: s, nsec: 0 });
         (at(u.actime), at(u.modtime))
     };
@@ -412,6 +434,9 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.fchdir(fd)
     {

@@ -92,9 +92,11 @@ pub(crate) fn ms(timeout: c_int) -> Option<std::time::Duration> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
     if let Some((rt, _g)) = enter()
-        && !fds.is_null()
+        && fds.is_aligned()
+        && trap::user::writable(fds.cast(), (n as usize).saturating_mul(8))
     {
-        // SAFETY: poll(2)'s contract: `n` pollfds at `fds`.
+        // SAFETY: poll(2)'s contract: `n` pollfds at `fds` (mapped, aligned:
+        // checked; else the host's poll answers).
         let v = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
         if v.iter().any(|p| rt.is_ours(p.fd)) {
             return mixed_poll(rt, v, ms(timeout));
@@ -121,8 +123,11 @@ pub unsafe extern "C" fn __poll_chk(
 }
 
 pub(crate) unsafe fn fd_isset(fd: c_int, set: *const libc::fd_set) -> bool {
-    // SAFETY: `set` is a valid fd_set and fd < FD_SETSIZE (checked by callers).
-    !set.is_null() && unsafe { libc::FD_ISSET(fd, set) }
+    // SAFETY: `set` is an fd_set (mapped: checked) and fd < FD_SETSIZE
+    // (checked by callers); a set that cannot be read holds nothing of ours
+    // (the host's select answers EFAULT).
+    trap::user::readable(set.cast(), std::mem::size_of::<libc::fd_set>())
+        && unsafe { libc::FD_ISSET(fd, set) }
 }
 
 #[unsafe(no_mangle)]
@@ -167,8 +172,11 @@ pub unsafe extern "C" fn select(
             let timeout = if tv.is_null() {
                 None
             } else {
-                // SAFETY: a valid timeval, per select(2).
-                let t = unsafe { tv.read() };
+                // SAFETY: a timeval, per select(2) (checked readable).
+                let t = match unsafe { user_read(tv) } {
+                    Ok(t) => t,
+                    Err(e) => return ret_int(Err(e)),
+                };
                 Some(
                     std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
                         + std::time::Duration::from_micros(t.tv_usec.clamp(0, 999_999) as u64),
@@ -262,14 +270,21 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut libc::epoll_event,
 ) -> c_int {
+    if crate::internal(epfd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_epoll(epfd)
     {
         let e = if ev.is_null() {
             None
         } else {
-            // SAFETY: epoll_ctl(2)'s contract: a valid epoll_event (packed).
-            let x = unsafe { ev.read_unaligned() };
+            // SAFETY: epoll_ctl(2)'s contract: an epoll_event (packed,
+            // checked readable).
+            let x = match unsafe { user_read(ev) } {
+                Ok(x) => x,
+                Err(e) => return ret_int(Err(e)),
+            };
             Some(rktio_posix::EpollEvent {
                 events: x.events,
                 data: x.u64,
@@ -300,8 +315,15 @@ pub(crate) fn mixed_epoll_wait(
     sigmask: *const libc::sigset_t,
 ) -> c_int {
     let max_u = usize::try_from(max).unwrap_or(0);
-    if max_u == 0 || events.is_null() {
+    if max_u == 0 {
         set_errno(libc::EINVAL);
+        return -1;
+    }
+    if !trap::user::writable(
+        events.cast(),
+        max_u.saturating_mul(std::mem::size_of::<libc::epoll_event>()),
+    ) {
+        set_errno(libc::EFAULT);
         return -1;
     }
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
@@ -422,6 +444,9 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
+    if crate::internal(epfd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_epoll(epfd)
     {
@@ -445,6 +470,9 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
+    if crate::internal(epfd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_epoll(epfd)
     {
@@ -480,16 +508,18 @@ pub(crate) fn with_mask<R>(mask: *const libc::sigset_t, f: impl FnOnce() -> R) -
     r
 }
 
-pub(crate) unsafe fn ts_duration(t: *const libc::timespec) -> Option<std::time::Duration> {
+pub(crate) unsafe fn ts_duration(
+    t: *const libc::timespec,
+) -> SysResult<Option<std::time::Duration>> {
     if t.is_null() {
-        return None;
+        return Ok(None);
     }
-    // SAFETY: the caller's valid timespec.
-    let t = unsafe { t.read() };
-    Some(
+    // SAFETY: the caller's timespec (checked readable).
+    let t = unsafe { user_read(t) }?;
+    Ok(Some(
         std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
             + std::time::Duration::from_nanos(t.tv_nsec.clamp(0, 999_999_999) as u64),
-    )
+    ))
 }
 
 #[unsafe(no_mangle)]
@@ -500,13 +530,18 @@ pub unsafe extern "C" fn ppoll(
     mask: *const libc::sigset_t,
 ) -> c_int {
     if let Some((rt, _g)) = enter()
-        && !fds.is_null()
+        && fds.is_aligned()
+        && trap::user::writable(fds.cast(), (n as usize).saturating_mul(8))
     {
-        // SAFETY: ppoll(2)'s contract: `n` pollfds at `fds`.
+        // SAFETY: ppoll(2)'s contract: `n` pollfds at `fds` (mapped, aligned:
+        // checked; else the host's ppoll answers).
         let v = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
         if v.iter().any(|p| rt.is_ours(p.fd)) {
             // SAFETY: the caller's timeout pointer (may be NULL).
-            let t = unsafe { ts_duration(tmo) };
+            let t = match unsafe { ts_duration(tmo) } {
+                Ok(t) => t,
+                Err(e) => return ret_int(Err(e)),
+            };
             return with_mask(mask, || mixed_poll(rt, v, t));
         }
     }
@@ -539,8 +574,11 @@ pub unsafe extern "C" fn pselect(
         let mut tv = if tmo.is_null() {
             None
         } else {
-            // SAFETY: the caller's valid timespec.
-            let t = unsafe { tmo.read() };
+            // SAFETY: the caller's timespec (checked readable).
+            let t = match unsafe { user_read(tmo) } {
+                Ok(t) => t,
+                Err(e) => return ret_int(Err(e)),
+            };
             Some(libc::timeval {
                 tv_sec: t.tv_sec,
                 tv_usec: t.tv_nsec / 1000,

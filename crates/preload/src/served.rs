@@ -86,6 +86,9 @@ fn host_fd_call(nr: i64, a: [u64; 6], fds: &[usize], errno_ours: c_int, why: &st
     if fds.iter().any(|&f| ours(rt, a[f])) {
         return refuse(nr, errno_ours, why);
     }
+    if fds.iter().any(|&f| rktio_sys::is_internal(a[f] as c_int)) {
+        return -i64::from(libc::EBADF);
+    }
     pass(nr, a)
 }
 
@@ -140,7 +143,10 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 let mask = if a[5] == 0 {
                     0
                 } else {
-                    std::ptr::read_unaligned(a[5] as *const u64)
+                    match crate::user_read(a[5] as *const u64) {
+                        Ok(m) => m,
+                        Err(e) => return -i64::from(e),
+                    }
                 };
                 with_sigmask(mask, |m| {
                     crate::pselect(i(a[0]), p(a[1]), p(a[2]), p(a[3]), p(a[4]), m)
@@ -298,7 +304,10 @@ pub fn serve(nr: i64, a: [u64; 6]) -> i64 {
                 let ms = if a[3] == 0 {
                     -1
                 } else {
-                    let t = std::ptr::read_unaligned(a[3] as *const timespec);
+                    let t = match crate::user_read(a[3] as *const timespec) {
+                        Ok(t) => t,
+                        Err(e) => return -i64::from(e),
+                    };
                     let ms = t.tv_sec.saturating_mul(1000) + (t.tv_nsec + 999_999) / 1_000_000;
                     ms.clamp(0, i64::from(c_int::MAX)) as c_int
                 };
@@ -485,11 +494,15 @@ fn mmsg(a: [u64; 6], send: bool) -> i64 {
     let fd = i(a[0]);
     let v = a[1] as *mut libc::mmsghdr;
     let n = (a[2] as usize).min(1024);
+    if !crate::trap::user::writable(v.cast(), n * std::mem::size_of::<libc::mmsghdr>()) {
+        return -i64::from(libc::EFAULT);
+    }
     let mut flags = i(a[3]);
     let mut done = 0;
     while done < n {
-        // SAFETY: the program passed `n` mmsghdrs.
-        let m = unsafe { &mut *v.add(done) };
+        // SAFETY: the program passed `n` mmsghdrs, mapped and writable
+        // (checked), at any alignment: each is copied in and back.
+        let mut m = unsafe { v.add(done).read_unaligned() };
         // SAFETY: each msghdr, per sendmsg(2)/recvmsg(2).
         let r = unsafe {
             if send {
@@ -505,6 +518,8 @@ fn mmsg(a: [u64; 6], send: bool) -> i64 {
             break;
         }
         m.msg_len = r as u32;
+        // SAFETY: as above.
+        unsafe { v.add(done).write_unaligned(m) };
         done += 1;
         if !send && flags & libc::MSG_WAITFORONE != 0 {
             flags |= libc::MSG_DONTWAIT;
@@ -518,9 +533,15 @@ fn open_how(a: [u64; 6]) -> i64 {
     if a[2] == 0 || a[3] < 24 {
         return -i64::from(libc::EINVAL);
     }
+    if !crate::trap::user::readable(a[2] as *const u8, 24) {
+        return -i64::from(libc::EFAULT);
+    }
     // struct open_how { u64 flags; u64 mode; u64 resolve; }
     // SAFETY: the program passed `size` (at least 24) bytes of open_how.
-    let how: [u64; 3] = unsafe { std::ptr::read_unaligned(a[2] as *const [u64; 3]) };
+    let how: [u64; 3] = match unsafe { crate::user_read(a[2] as *const [u64; 3]) } {
+        Ok(h) => h,
+        Err(e) => return -i64::from(e),
+    };
     let rt = crate::runtime();
     let sealed = rt.is_some_and(|rt| {
         rt.is_ours(i(a[0]))
@@ -540,19 +561,45 @@ fn open_how(a: [u64; 6]) -> i64 {
     ci(unsafe { crate::openat(i(a[0]), p(a[1]), how[0] as c_int, how[1] as libc::mode_t) })
 }
 
+/// close_range(2): ours closed as close(2) closes them; the host's in the
+/// pieces between the stack's own host descriptors, which stay open.
 fn close_range_ours(a: [u64; 6]) -> i64 {
-    let (first, last, flags) = (a[0], a[1], a[2] as u32);
+    let (first, last, flags) = (a[0] as u32, a[1] as u32, a[2]);
+    if first > last {
+        return -i64::from(libc::EINVAL);
+    }
     if let Some(rt) = crate::runtime()
-        && flags & libc::CLOSE_RANGE_CLOEXEC == 0
+        && flags & u64::from(libc::CLOSE_RANGE_CLOEXEC) == 0
     {
         for fd in rt.our_fds() {
-            if (first..=last).contains(&(fd as u64)) {
+            if (first..=last).contains(&(fd as u32)) {
                 // SAFETY: closing a descriptor of ours.
                 unsafe { crate::close(fd) };
             }
         }
     }
-    pass(libc::SYS_close_range, a)
+    let mut from = first;
+    loop {
+        let stop = c_int::try_from(from)
+            .ok()
+            .and_then(rktio_sys::next_internal)
+            .map(|i| i as u32)
+            .filter(|&i| i <= last);
+        let to = stop.map_or(last, |i| i.saturating_sub(1));
+        if stop != Some(from) {
+            let r = pass(
+                libc::SYS_close_range,
+                [u64::from(from), u64::from(to), flags, 0, 0, 0],
+            );
+            if r < 0 {
+                return r;
+            }
+        }
+        match stop {
+            Some(i) if i < last => from = i + 1,
+            _ => return 0,
+        }
+    }
 }
 
 /// mknod(2)/mknodat(2): a FIFO, socket or device node on a sealed mount is
@@ -704,10 +751,16 @@ fn futimes_at(a: [u64; 6]) -> i64 {
     let tp = if a[2] == 0 {
         std::ptr::null()
     } else {
-        // SAFETY: futimesat(2)'s contract: two timevals.
+        // SAFETY: futimesat(2)'s contract: two timevals (checked readable).
         let tv: [libc::timeval; 2] =
-            unsafe { std::ptr::read_unaligned(a[2] as *const [libc::timeval; 2]) };
+            match unsafe { crate::user_read(a[2] as *const [libc::timeval; 2]) } {
+                Ok(t) => t,
+                Err(e) => return -i64::from(e),
+            };
         for (t, v) in ts.iter_mut().zip(tv) {
+            if !(0..1_000_000).contains(&v.tv_usec) {
+                return -i64::from(libc::EINVAL);
+            }
             t.tv_sec = v.tv_sec;
             t.tv_nsec = v.tv_usec * 1000;
         }
@@ -744,7 +797,7 @@ fn stat_fs(nr: i64, a: [u64; 6], fd: Option<c_int>) -> i64 {
     out.f_files = s.files;
     out.f_ffree = s.free_files;
     out.f_namelen = s.name_max as i64;
-    if a[1] == 0 {
+    if !crate::trap::user::writable(a[1] as *mut u8, std::mem::size_of::<libc::statfs>()) {
         return -i64::from(libc::EFAULT);
     }
     // SAFETY: statfs(2)'s contract: room for a struct statfs.

@@ -10,7 +10,10 @@ use libc::socklen_t;
 
 /// Reads a sockaddr the program passed.
 pub(crate) unsafe fn read_addr(p: *const libc::sockaddr, len: socklen_t) -> SysResult<SocketAddr> {
-    if p.is_null() {
+    if !trap::user::readable(
+        p.cast(),
+        (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+    ) {
         return Err(libc::EFAULT);
     }
     let len = len as usize;
@@ -50,11 +53,17 @@ pub(crate) unsafe fn read_addr(p: *const libc::sockaddr, len: socklen_t) -> SysR
 /// Writes `a` where the program asked (truncated to its room, as the kernel does),
 /// and the full length into `*lenp`.
 pub(crate) unsafe fn write_addr(a: SocketAddr, p: *mut libc::sockaddr, lenp: *mut socklen_t) {
-    if p.is_null() || lenp.is_null() {
+    if p.is_null() || !trap::user::writable(lenp.cast(), std::mem::size_of::<socklen_t>()) {
         return;
     }
     // SAFETY: the program gave `*lenp` bytes of room at `p`, and a valid `lenp`.
     let room = unsafe { lenp.read() } as usize;
+    if !trap::user::writable(
+        p.cast(),
+        room.min(std::mem::size_of::<libc::sockaddr_storage>()),
+    ) {
+        return;
+    }
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let size = match a {
@@ -120,6 +129,9 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, a: *const libc::sockaddr, len: socklen_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
     {
@@ -165,6 +177,9 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const libc::sockaddr, len: socklen_
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.listen(fd, backlog)
     {
@@ -202,6 +217,9 @@ pub(crate) fn do_accept(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, a: *mut libc::sockaddr, lenp: *mut socklen_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_accept(fd, a, lenp, 0).unwrap_or_else(|| {
         real!(
             c"accept",
@@ -220,6 +238,9 @@ pub unsafe extern "C" fn accept4(
     lenp: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_accept(fd, a, lenp, flags).unwrap_or_else(|| {
         real!(
             c"accept4",
@@ -234,6 +255,9 @@ pub unsafe extern "C" fn accept4(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, a: *const libc::sockaddr, len: socklen_t) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
     {
@@ -293,6 +317,9 @@ pub unsafe extern "C" fn getsockname(
     a: *mut libc::sockaddr,
     lenp: *mut socklen_t,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_name(fd, a, lenp, false).unwrap_or_else(|| {
         real!(
             c"getsockname",
@@ -310,6 +337,9 @@ pub unsafe extern "C" fn getpeername(
     a: *mut libc::sockaddr,
     lenp: *mut socklen_t,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_name(fd, a, lenp, true).unwrap_or_else(|| {
         real!(
             c"getpeername",
@@ -329,11 +359,17 @@ pub unsafe extern "C" fn setsockopt(
     val: *const c_void,
     len: socklen_t,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
     {
         // SAFETY: setsockopt(2)'s contract: `len` readable bytes at `val`.
-        let v = unsafe { buf(val, len as usize) };
+        let v = match unsafe { buf(val, len as usize) } {
+            Ok(v) => v,
+            Err(e) => return ret_int(Err(e)),
+        };
         if let Some(r) = rt.setsockopt(fd, level, name, v) {
             return ret_int(r);
         }
@@ -357,13 +393,21 @@ pub unsafe extern "C" fn getsockopt(
     val: *mut c_void,
     lenp: *mut socklen_t,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
         && let Some(r) = rt.getsockopt(fd, level, name)
     {
         return match r {
             Ok(v) => {
-                if lenp.is_null() || val.is_null() {
+                // SAFETY: getsockopt(2)'s contract: a socklen_t (checked readable).
+                let room = match unsafe { user_read(lenp) } {
+                    Ok(r) => r as usize,
+                    Err(e) => return ret_int(Err(e)),
+                };
+                if !trap::user::writable(val.cast(), room.min(v.len())) {
                     set_errno(libc::EFAULT);
                     return -1;
                 }
@@ -395,6 +439,9 @@ pub unsafe extern "C" fn getsockopt(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && let Some(r) = rt.shutdown(fd, how)
     {
@@ -427,8 +474,14 @@ pub(crate) fn do_send(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, p: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     // SAFETY: send(2)'s contract.
-    let b = unsafe { buf(p, n) };
+    let b = match unsafe { buf(p, n) } {
+        Ok(b) => b,
+        Err(e) => return ret_size(Err(e)),
+    };
     do_send(fd, &[b], flags, None).unwrap_or_else(|| {
         real!(
             c"send",
@@ -450,6 +503,9 @@ pub unsafe extern "C" fn sendto(
     a: *const libc::sockaddr,
     len: socklen_t,
 ) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
     {
@@ -467,7 +523,10 @@ pub unsafe extern "C" fn sendto(
             }
         };
         // SAFETY: sendto(2)'s contract.
-        let b = unsafe { buf(p, n) };
+        let b = match unsafe { buf(p, n) } {
+            Ok(b) => b,
+            Err(e) => return ret_size(Err(e)),
+        };
         if let Some(r) = do_send(fd, &[b], flags, to) {
             return r;
         }
@@ -505,16 +564,20 @@ pub unsafe extern "C" fn sendto(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const libc::msghdr, flags: c_int) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
     {
         drop(_g);
-        if m.is_null() {
+        if !trap::user::readable(m.cast(), std::mem::size_of::<libc::msghdr>()) {
             set_errno(libc::EFAULT);
             return -1;
         }
-        // SAFETY: sendmsg(2)'s contract: a valid msghdr.
-        let h = unsafe { &*m };
+        // SAFETY: sendmsg(2)'s contract: a msghdr, mapped (checked); it may
+        // sit at any alignment.
+        let h = unsafe { m.read_unaligned() };
         let to = if h.msg_name.is_null() || h.msg_namelen == 0 {
             None
         } else {
@@ -528,27 +591,33 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const libc::msghdr, flags: c_int
             }
         };
         // SAFETY: the msghdr's iovecs, per sendmsg(2).
-        let bufs = unsafe {
+        let bufs = match unsafe {
             iov(
                 h.msg_iov,
                 c_int::try_from(h.msg_iovlen).unwrap_or(c_int::MAX),
             )
+        } {
+            Ok(b) => b,
+            Err(e) => return ret_size(Err(e)),
         };
         if let Some(r) = do_send(fd, &bufs, flags, to) {
             return r;
         }
     }
-    if !m.is_null()
+    if trap::user::readable(m.cast(), std::mem::size_of::<libc::msghdr>())
         && let Some((rt, _g)) = enter()
-        // SAFETY: sendmsg(2)'s contract: a valid msghdr naming its address.
-        && let Some(r) = unsafe { unix::sealed_dest(rt, (*m).msg_name.cast(), (*m).msg_namelen) }
+        // SAFETY: sendmsg(2)'s contract: a msghdr (mapped: checked) naming
+        // its address.
+        && let h = unsafe { m.read_unaligned() }
+        // SAFETY: as above.
+        && let Some(r) = unsafe { unix::sealed_dest(rt, h.msg_name.cast(), h.msg_namelen) }
     {
         let (mut sa, l) = match r {
             Ok(x) => x,
             Err(e) => return ret_size(Err(e)),
         };
-        // SAFETY: as above; a copy whose name is ours.
-        let mut h = unsafe { std::ptr::read(m) };
+        // A copy whose name is ours.
+        let mut h = h;
         h.msg_name = (&mut sa as *mut libc::sockaddr_un).cast();
         h.msg_namelen = l;
         return real!(
@@ -597,8 +666,14 @@ pub(crate) fn do_recv(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, p: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     // SAFETY: recv(2)'s contract.
-    let b = unsafe { buf_mut(p, n) };
+    let b = match unsafe { buf_mut(p, n) } {
+        Ok(b) => b,
+        Err(e) => return ret_size(Err(e)),
+    };
     do_recv(
         fd,
         &mut [b],
@@ -627,8 +702,14 @@ pub unsafe extern "C" fn recvfrom(
     a: *mut libc::sockaddr,
     lenp: *mut socklen_t,
 ) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     // SAFETY: recvfrom(2)'s contract.
-    let b = unsafe { buf_mut(p, n) };
+    let b = match unsafe { buf_mut(p, n) } {
+        Ok(b) => b,
+        Err(e) => return ret_size(Err(e)),
+    };
     do_recv(fd, &mut [b], flags, a, lenp).unwrap_or_else(|| {
         real!(
             c"recvfrom",
@@ -645,22 +726,29 @@ pub unsafe extern "C" fn recvfrom(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut libc::msghdr, flags: c_int) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_socket(fd)
     {
         drop(_g);
-        if m.is_null() {
+        if !trap::user::writable(m.cast(), std::mem::size_of::<libc::msghdr>()) {
             set_errno(libc::EFAULT);
             return -1;
         }
-        // SAFETY: recvmsg(2)'s contract: a valid, writable msghdr.
-        let h = unsafe { &mut *m };
+        // SAFETY: recvmsg(2)'s contract: a msghdr, mapped and writable
+        // (checked), at any alignment: read here, written back below.
+        let mut h = unsafe { m.read_unaligned() };
         // SAFETY: the msghdr's iovecs, per recvmsg(2).
-        let mut bufs = unsafe {
+        let mut bufs = match unsafe {
             iov_mut(
                 h.msg_iov,
                 c_int::try_from(h.msg_iovlen).unwrap_or(c_int::MAX),
             )
+        } {
+            Ok(b) => b,
+            Err(e) => return ret_size(Err(e)),
         };
         let mut namelen = h.msg_namelen;
         let r = do_recv(fd, &mut bufs, flags, h.msg_name.cast(), &mut namelen);
@@ -669,6 +757,8 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut libc::msghdr, flags: c_int) 
                 h.msg_namelen = if h.msg_name.is_null() { 0 } else { namelen };
                 h.msg_controllen = 0;
                 h.msg_flags = 0;
+                // SAFETY: as above.
+                unsafe { m.write_unaligned(h) };
             }
             return r;
         }
@@ -684,6 +774,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut libc::msghdr, flags: c_int) 
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: libc::c_ulong, arg: *mut c_void) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_ours(fd)
     {
@@ -705,12 +798,11 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: libc::c_ulong, arg: *mut c_void) 
                 }
             },
             libc::FIONBIO => {
-                if p.is_null() {
-                    set_errno(libc::EFAULT);
-                    return -1;
-                }
                 // SAFETY: FIONBIO's contract: `arg` points to an int.
-                let on = unsafe { p.read() } != 0;
+                let on = match unsafe { user_read(p) } {
+                    Ok(v) => v != 0,
+                    Err(e) => return ret_int(Err(e)),
+                };
                 ret_int(rt.set_nonblocking(fd, on).unwrap_or(Ok(())))
             }
             _ => {
@@ -755,9 +847,12 @@ pub(crate) fn do_sendfile(
                 return Some(-1);
             }
         }
+    } else if trap::user::writable(off.cast(), std::mem::size_of::<off_t>()) {
+        // SAFETY: sendfile(2)'s contract: an offset (mapped, writable: checked).
+        unsafe { off.read_unaligned() }
     } else {
-        // SAFETY: sendfile(2)'s contract: a valid offset pointer.
-        unsafe { off.read() }
+        set_errno(libc::EFAULT);
+        return Some(-1);
     };
     let mut buf = vec![0u8; count.min(256 << 10)];
     let mut done = 0usize;
@@ -808,7 +903,7 @@ pub(crate) fn do_sendfile(
         let _ = rt.lseek(inp, pos, libc::SEEK_SET);
     } else {
         // SAFETY: as above.
-        unsafe { off.write(pos) };
+        unsafe { off.write_unaligned(pos) };
     }
     Some(done as ssize_t)
 }
@@ -820,6 +915,9 @@ pub unsafe extern "C" fn sendfile(
     off: *mut off_t,
     count: size_t,
 ) -> ssize_t {
+    if crate::internal(out) || crate::internal(inp) {
+        return crate::internal_fd();
+    }
     do_sendfile(out, inp, off, count).unwrap_or_else(|| {
         real!(
             c"sendfile",
@@ -839,6 +937,9 @@ pub unsafe extern "C" fn sendfile64(
     off: *mut off_t,
     count: size_t,
 ) -> ssize_t {
+    if crate::internal(out) || crate::internal(inp) {
+        return crate::internal_fd();
+    }
     do_sendfile(out, inp, off, count).unwrap_or_else(|| {
         real!(
             c"sendfile64",

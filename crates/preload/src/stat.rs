@@ -78,12 +78,18 @@ pub unsafe extern "C" fn lstat64(path: *const c_char, out: *mut libc::stat) -> c
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstat(fd: c_int, out: *mut libc::stat) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_fstat(fd, out)
         .unwrap_or_else(|| real!(c"fstat", fn(c_int, *mut libc::stat) -> c_int, fd, out))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstat64(fd: c_int, out: *mut libc::stat) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     do_fstat(fd, out)
         .unwrap_or_else(|| real!(c"fstat64", fn(c_int, *mut libc::stat) -> c_int, fd, out))
 }
@@ -189,7 +195,7 @@ pub unsafe extern "C" fn statx(
     {
         return match r {
             Ok(s) => {
-                if out.is_null() {
+                if !crate::trap::user::writable(out.cast(), std::mem::size_of::<libc::statx>()) {
                     set_errno(libc::EFAULT);
                     return -1;
                 }

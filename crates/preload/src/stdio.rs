@@ -168,6 +168,9 @@ pub unsafe extern "C" fn fileno_unlocked(f: *mut libc::FILE) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut libc::FILE {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if let Some((rt, _g)) = enter()
         && rt.is_ours(fd)
     {

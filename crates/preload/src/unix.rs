@@ -9,13 +9,13 @@ use libc::socklen_t;
 const PATH_AT: usize = std::mem::offset_of!(libc::sockaddr_un, sun_path);
 
 /// The path an AF_UNIX address names (None: another family, an unnamed or an
-/// abstract address).
+/// abstract address, or one that cannot be read: the host's call says EFAULT).
 ///
 /// # Safety
 /// `a` names `len` readable bytes (the calls' contract), or is NULL.
 pub(crate) unsafe fn path_of<'a>(a: *const libc::sockaddr, len: socklen_t) -> Option<&'a [u8]> {
-    let len = len as usize;
-    if a.is_null() || len <= PATH_AT {
+    let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_un>());
+    if len <= PATH_AT || !crate::trap::user::readable(a.cast(), len) {
         return None;
     }
     // SAFETY: the family field comes first, within `len` bytes.

@@ -70,6 +70,9 @@ pub unsafe extern "C" fn fgetxattr(
     v: *mut c_void,
     s: size_t,
 ) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if xattr_fd(fd) {
         return notsup::<i64>() as ssize_t;
     }
@@ -113,6 +116,9 @@ pub unsafe extern "C" fn llistxattr(p: *const c_char, l: *mut c_char, s: size_t)
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn flistxattr(fd: c_int, l: *mut c_char, s: size_t) -> ssize_t {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if xattr_fd(fd) {
         return notsup::<i64>() as ssize_t;
     }
@@ -177,6 +183,9 @@ pub unsafe extern "C" fn fsetxattr(
     s: size_t,
     f: c_int,
 ) -> c_int {
+    if crate::internal(fd) {
+        return crate::internal_fd();
+    }
     if xattr_fd(fd) {
         return notsup::<i32>();
     }

@@ -2,7 +2,7 @@
 
 use crate::{BLOCK_SIZE, HostBuffers, HostCall, HostError, Result, count};
 use rustix::fs::{Mode, OFlags};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// How to open a host file.
@@ -34,7 +34,7 @@ impl Default for FileOptions {
 /// An open host file.
 #[derive(Debug)]
 pub struct HostFile {
-    fd: OwnedFd,
+    fd: crate::InternalFd,
     path: PathBuf,
     direct: bool,
 }
@@ -60,7 +60,7 @@ impl HostFile {
             match rustix::fs::open(path, flags | OFlags::DIRECT, Mode::from_raw_mode(0o600)) {
                 Ok(fd) => {
                     return Ok(Self {
-                        fd,
+                        fd: crate::InternalFd::new(fd),
                         path: path.to_owned(),
                         direct: true,
                     });
@@ -75,7 +75,7 @@ impl HostFile {
         let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| HostError::new(what(), e.into()))?;
         Ok(Self {
-            fd,
+            fd: crate::InternalFd::new(fd),
             path: path.to_owned(),
             direct: false,
         })

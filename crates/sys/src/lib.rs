@@ -14,6 +14,7 @@ mod buffer;
 mod counters;
 mod creds;
 mod file;
+mod internal;
 mod net;
 mod slot;
 mod uring;
@@ -23,6 +24,7 @@ pub use buffer::HostBuffers;
 pub use counters::{HostCall, HostCalls, count};
 pub use creds::{ThreadCreds, read_umask, thread_creds};
 pub use file::{FileOptions, HostFile};
+pub use internal::{InternalFd, is_internal, next_internal};
 pub use net::{Notifier, ReadySet, TapDevice, dup_fd, wait_readable};
 pub use slot::{
     close_slot, dup_onto, dup_slot, host_fd_open, ids, poll_fds, random_bytes, reserve_slot,

@@ -8,7 +8,7 @@ use crate::{HostCall, HostError, Result, count};
 use rustix::event::{EventfdFlags, PollFd, PollFlags, epoll};
 use rustix::fs::{Mode, OFlags};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and the flags (the rest of the
@@ -24,7 +24,7 @@ struct IfReqFlags {
 /// one per read or write.
 #[derive(Debug)]
 pub struct TapDevice {
-    fd: OwnedFd,
+    fd: crate::InternalFd,
     name: String,
 }
 
@@ -74,7 +74,7 @@ impl TapDevice {
             return Err(HostError::new(what(), io::Error::last_os_error()));
         }
         Ok(Self {
-            fd,
+            fd: crate::InternalFd::new(fd),
             name: name.to_string(),
         })
     }
@@ -124,7 +124,7 @@ impl AsFd for TapDevice {
 /// is missed.
 #[derive(Debug)]
 pub struct Notifier {
-    fd: OwnedFd,
+    fd: crate::InternalFd,
     pending: std::sync::atomic::AtomicBool,
 }
 
@@ -135,7 +135,7 @@ impl Notifier {
         let fd = rustix::event::eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
             .map_err(|e| HostError::new("eventfd", e.into()))?;
         Ok(Self {
-            fd,
+            fd: crate::InternalFd::new(fd),
             pending: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -192,9 +192,10 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Resul
 
 /// A second descriptor for the same open file (for a poller that parks on a
 /// device whose owner sits behind a lock).
-pub fn dup_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+pub fn dup_fd(fd: BorrowedFd<'_>) -> Result<crate::InternalFd> {
     count(HostCall::NetSetup);
     fd.try_clone_to_owned()
+        .map(crate::InternalFd::new)
         .map_err(|e| HostError::new("dup", e))
 }
 
@@ -202,7 +203,7 @@ pub fn dup_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
 /// is, so a poller can park on a NIC with many queues.
 #[derive(Debug)]
 pub struct ReadySet {
-    fd: OwnedFd,
+    fd: crate::InternalFd,
 }
 
 impl ReadySet {
@@ -221,7 +222,9 @@ impl ReadySet {
             )
             .map_err(|e| HostError::new("epoll_ctl", e.into()))?;
         }
-        Ok(Self { fd })
+        Ok(Self {
+            fd: crate::InternalFd::new(fd),
+        })
     }
 }
 

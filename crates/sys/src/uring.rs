@@ -68,6 +68,12 @@ pub struct Uring {
     unsubmitted: u32,
 }
 
+impl Drop for Uring {
+    fn drop(&mut self) {
+        crate::internal::unmark(std::os::fd::AsRawFd::as_raw_fd(&self.ring));
+    }
+}
+
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uring")
@@ -115,6 +121,9 @@ impl Uring {
         // struct owns and which outlives the ring (field order above).
         unsafe { ring.submitter().register_buffers(&[iov]) }
             .map_err(|e| HostError::new("io_uring register buffers", e))?;
+        // The ring's descriptor is the stack's own (see `internal`); the
+        // io-uring crate owns it, `Drop for Uring` unmarks it.
+        crate::internal::mark(std::os::fd::AsRawFd::as_raw_fd(&ring));
         Ok(Self {
             ring,
             bufs,

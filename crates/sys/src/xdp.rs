@@ -235,9 +235,9 @@ pub fn enter_netns(name: &str) -> Result<()> {
 /// attached by a BPF link: closing it (dropping this) detaches the program.
 #[derive(Debug)]
 pub struct XdpProgram {
-    map: OwnedFd,
-    prog: OwnedFd,
-    link: Option<OwnedFd>,
+    map: crate::InternalFd,
+    prog: crate::InternalFd,
+    link: Option<crate::InternalFd>,
 }
 
 /// Most receive queues served (the size of the socket map).
@@ -280,8 +280,8 @@ impl XdpProgram {
         };
 
         Ok(XdpProgram {
-            map,
-            prog,
+            map: crate::InternalFd::new(map),
+            prog: crate::InternalFd::new(prog),
             link: None,
         })
     }
@@ -312,7 +312,7 @@ impl XdpProgram {
             )?,
             "bpf link",
         )?;
-        self.link = Some(link);
+        self.link = Some(crate::InternalFd::new(link));
         Ok(())
     }
 }
@@ -519,7 +519,7 @@ pub struct XdpSocket {
     comp: Ring,
     rx: Ring,
     tx: Ring,
-    fd: OwnedFd,
+    fd: crate::InternalFd,
     umem: HostBuffers,
     /// Frames 0..ring receive, ring..2*ring send.
     frames: u32,
@@ -690,7 +690,7 @@ impl XdpSocket {
             comp,
             rx,
             tx,
-            fd,
+            fd: crate::InternalFd::new(fd),
             umem,
             frames,
             rx_in_kernel: vec![false; ring as usize],
@@ -967,7 +967,7 @@ impl XdpSocket {
             comp: Ring::heap(ring, 8),
             rx: Ring::heap(ring, 16),
             tx: Ring::heap(ring, 16),
-            fd: null(),
+            fd: crate::InternalFd::new(null()),
             umem: HostBuffers::new(frames as usize).expect("umem"),
             frames,
             rx_in_kernel: vec![false; ring as usize],
