@@ -398,9 +398,11 @@ impl<Q: BlockQueue> PageCache<Q> {
                     break;
                 }
             }
-            for c in &done {
-                if let Err(e) = &c.result {
-                    first_err.get_or_insert(SealError::Invalid(e.to_string()));
+            // A failed write-back keeps its type (an I/O error reaches the
+            // program as EIO, not as EINVAL).
+            for c in done.drain(..) {
+                if let Err(e) = c.result {
+                    first_err.get_or_insert(e);
                 }
             }
             if let Some(e) = first_err {

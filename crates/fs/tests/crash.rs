@@ -337,3 +337,26 @@ fn power_cut_at_every_write_of_200_workloads() {
     );
     assert!(cuts > workloads * 10, "too few cut positions: {cuts}");
 }
+
+/// A device that fails under a write-back: the program's fsync sees EIO (the
+/// sealed disk's I/O error keeps its type down the stack; it once came up as
+/// EINVAL).
+#[test]
+fn a_failed_write_back_is_eio() {
+    let media = new_fs_disk(16);
+    let ctl = FaultControl::default();
+    let fs = mount_faulty(&media, &ctl).unwrap();
+    let f = fs
+        .open(b"/f", &OpenOptions::read_write_create(0o644))
+        .unwrap();
+    fs.pwrite(&f, &[7u8; 64 << 10], 0).unwrap();
+    fs.fsync(&f).unwrap();
+    // One dirty page: its write-back is all in flight before any completion.
+    fs.pwrite(&f, &[8u8], 0).unwrap();
+    // Every block of the device fails from now on (completions with EIO).
+    for block in 1..(64 << 20) / 4096 {
+        ctl.arm(Fault::Eio { block });
+    }
+    let e = fs.fsync(&f).unwrap_err();
+    assert_eq!(e.errno, libc::EIO, "{e}");
+}
