@@ -143,6 +143,21 @@ pub fn thread_cred() -> Option<Arc<Cred>> {
     CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
+/// Makes `slot` the calling thread's credentials (or `owner`'s where it set
+/// none), without touching reference counts when it already is.
+pub(crate) fn current_into(slot: &mut Arc<Cred>, owner: &Arc<Cred>) {
+    let set = CURRENT.try_with(|c| {
+        let c = c.borrow();
+        let want = c.as_ref().unwrap_or(owner);
+        if !Arc::ptr_eq(slot, want) {
+            *slot = want.clone();
+        }
+    });
+    if set.is_err() && !Arc::ptr_eq(slot, owner) {
+        *slot = owner.clone();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use rsext4::{
 };
 
 use crate::cache::{CacheDev, PageCache, lock};
-use crate::cred::{Caps, Cred, MAY_EXEC, MAY_READ, MAY_WRITE, thread_cred};
+use crate::cred::{Caps, Cred, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::{
     CacheStats, DirEntry, Fallocate, FileSystem, FileType, FsError, FsResult, LockKind, LockTable,
     OpenFile, OpenOptions, RecordLock, SetTime, Stat, StatFs, Timespec, Whence, errno,
@@ -802,7 +802,8 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
         if let Some(why) = &e.broken {
             return Err(FsError::new(errno::EIO, why.clone()));
         }
-        e.cred = thread_cred().unwrap_or_else(|| e.owner.clone());
+        let eng = &mut *e;
+        crate::cred::current_into(&mut eng.cred, &eng.owner);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut e))) {
             Ok(r) => r,
             Err(p) => {

@@ -452,22 +452,29 @@ impl Runtime {
     }
 
     fn route(&self, path: &[u8]) -> Route {
-        let raw = if path.first() == Some(&b'/') {
-            path.to_vec()
+        let joined: Vec<u8>;
+        let raw: &[u8] = if path.first() == Some(&b'/') {
+            path
         } else {
             let cwd = self.virtual_cwd().unwrap_or_else(|| {
                 std::env::current_dir()
                     .map(|p| p.into_os_string().into_encoded_bytes())
                     .unwrap_or_else(|_| b"/".to_vec())
             });
-            [&cwd[..], b"/", path].concat()
+            joined = [&cwd[..], b"/", path].concat();
+            &joined
         };
         // Which mount (and the host policy) by the lexical form; inside a
-        // mount, the file system walks the rest as written.
-        let abs = path::absolute(&raw, b"/");
+        // mount, the file system walks the rest as written (where that
+        // differs: a `.` or `..` component, a trailing slash).
+        let abs = path::absolute(raw, b"/");
+        let as_written = raw.windows(2).any(|w| w == b"/.") || raw.ends_with(b"/");
         for (i, m) in self.mounts.iter().enumerate() {
             if let Some(rest) = path::strip_under(&abs, &m.at) {
-                let rest = path::raw_rest(&raw, &m.at).unwrap_or_else(|| rest.to_vec());
+                let rest = as_written
+                    .then(|| path::raw_rest(raw, &m.at))
+                    .flatten()
+                    .unwrap_or_else(|| rest.to_vec());
                 return Route::Mount(i, rest);
             }
         }

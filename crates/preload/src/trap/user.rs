@@ -1,35 +1,19 @@
 //! Reads of the program's memory that may fault, as the kernel's
 //! copy_from_user: a bad path pointer is EFAULT, not a fault in the stack.
 //!
-//! `rktio_user_strnlen` and the two probes are the routines that touch such
-//! memory first; a fault inside them (SIGSEGV or SIGBUS, which the trap
+//! Two probes are the routines that touch such memory first (a path is
+//! probed a page at a time, then searched inside the page); a fault inside them (SIGSEGV or SIGBUS, which the trap
 //! always holds) resumes at their fixup, which answers -1. They are leaves
 //! that hold nothing, so the jump leaves no state behind.
 
-// rktio_user_strnlen(p, max): the length of the C string at p if it ends
-// within max bytes, max if it does not, -1 if reading it faults.
 std::arch::global_asm!(
     ".pushsection .text.rktio_user,\"ax\",@progbits",
-    ".globl rktio_user_strnlen",
-    ".hidden rktio_user_strnlen",
     ".globl rktio_user_fixup",
     ".hidden rktio_user_fixup",
     ".p2align 4",
-    "rktio_user_strnlen:",
-    "    xor eax, eax",
-    "2:",
-    "    cmp rax, rsi",
-    "    jae 3f",
-    "    movzx ecx, byte ptr [rdi + rax]",
-    "    test ecx, ecx",
-    "    jz 3f",
-    "    inc rax",
-    "    jmp 2b",
-    "3:",
-    "    ret",
     // rktio_user_probe_read(p, len) / rktio_user_probe_write(p, len): 0 if
-    // every page of [p, p+len) can be read (written: a locked OR of zero,
-    // which changes nothing), -1 if not (a fault, or a range that wraps).
+    // every page of [p, p+len) can be read (written: a byte read and written
+    // back), -1 if not (a fault, or a range that wraps).
     ".globl rktio_user_probe_read",
     ".hidden rktio_user_probe_read",
     "rktio_user_probe_read:",
@@ -59,14 +43,16 @@ std::arch::global_asm!(
     "    cmp rdx, rdi",
     "    jb rktio_user_fixup",
     "7:",
-    "    lock or byte ptr [rdi], 0",
+    "    mov al, byte ptr [rdi]",
+    "    mov byte ptr [rdi], al",
     "    and rdi, -4096",
     "    add rdi, 4096",
     "    jc 8f",
     "    cmp rdi, rdx",
     "    jbe 7b",
     "8:",
-    "    lock or byte ptr [rdx], 0",
+    "    mov al, byte ptr [rdx]",
+    "    mov byte ptr [rdx], al",
     "9:",
     "    xor eax, eax",
     "    ret",
@@ -77,7 +63,6 @@ std::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    fn rktio_user_strnlen(p: *const u8, max: usize) -> isize;
     fn rktio_user_probe_read(p: *const u8, len: usize) -> isize;
     fn rktio_user_probe_write(p: *mut u8, len: usize) -> isize;
     fn rktio_user_fixup();
@@ -113,15 +98,16 @@ pub fn readable(p: *const u8, len: usize) -> bool {
     unsafe { rktio_user_probe_read(p, len) == 0 }
 }
 
-/// Can the `len` bytes at `p` be written? The probe ORs zero into one byte
-/// of each page with a locked instruction: no value changes, not even under
-/// a racing writer. (False for NULL with a length.) For the small structures
-/// the stack fills in (stat, addresses, events).
+/// Can the `len` bytes at `p` be written? The probe reads one byte of each
+/// page and writes it back. (False for NULL with a length.) Only for what the
+/// stack is about to fill in whole (stat, addresses, events, headers it
+/// writes back): a store the program races into those bytes meanwhile is
+/// overwritten by the call anyway.
 pub fn writable(p: *mut u8, len: usize) -> bool {
     if len == 0 {
         return true;
     }
-    // SAFETY: as `readable`; the locked OR of zero leaves every byte as it is.
+    // SAFETY: as `readable`; each byte is written with what was read from it.
     !p.is_null() && unsafe { rktio_user_probe_write(p, len) } == 0
 }
 
@@ -136,10 +122,9 @@ pub fn c_str<'a>(p: *const std::ffi::c_char) -> Option<&'a [u8]> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: the routine reads at most PATH_MAX bytes from p and turns a
-    // fault into -1 (see `fixup`); it writes nothing.
-    let n = unsafe { rktio_user_strnlen(p.cast(), PATH_MAX) };
-    let n = usize::try_from(n).ok().filter(|&n| n < PATH_MAX)?;
+    let n = usize::try_from(strnlen(p.cast()))
+        .ok()
+        .filter(|&n| n < PATH_MAX)?;
     // SAFETY: those n bytes were just read without a fault; the program's
     // contract keeps them mapped for the call (a program that unmaps them from
     // another thread meanwhile faults here, as it would in libc).
@@ -152,9 +137,7 @@ pub fn c_path<'a>(p: *const std::ffi::c_char) -> Result<&'a [u8], i32> {
     if p.is_null() {
         return Err(libc::EFAULT);
     }
-    // SAFETY: as in `c_str`.
-    let n = unsafe { rktio_user_strnlen(p.cast(), PATH_MAX) };
-    match usize::try_from(n) {
+    match usize::try_from(strnlen(p.cast())) {
         Err(_) => Err(libc::EFAULT),
         Ok(n) if n >= PATH_MAX => Err(libc::ENAMETOOLONG),
         // SAFETY: as in `c_str`.
@@ -162,10 +145,33 @@ pub fn c_path<'a>(p: *const std::ffi::c_char) -> Result<&'a [u8], i32> {
     }
 }
 
-/// For a fault taken inside `rktio_user_strnlen`: resume at its fixup.
+/// The length of the C string at `p` if it ends within PATH_MAX bytes,
+/// PATH_MAX if not, -1 if a page of it cannot be read. Each page is probed
+/// (its first byte, with the fixup), then searched with memchr inside it (which
+/// reads no further than the page).
+fn strnlen(p: *const u8) -> isize {
+    let mut done = 0usize;
+    while done < PATH_MAX {
+        let at = (p as usize).wrapping_add(done);
+        let in_page = (4096 - at % 4096).min(PATH_MAX - done);
+        if !readable(at as *const u8, 1) {
+            return -1;
+        }
+        // SAFETY: the page holding `at` is mapped (just probed); memchr reads
+        // at most `in_page` bytes, all of them on that page.
+        let hit = unsafe { libc::memchr(at as *const libc::c_void, 0, in_page) };
+        if !hit.is_null() {
+            return (done + (hit as usize - at)) as isize;
+        }
+        done += in_page;
+    }
+    PATH_MAX as isize
+}
+
+/// For a fault taken inside a probe: resume at the fixup.
 pub(super) fn fixup(uc: &mut libc::ucontext_t) -> bool {
     let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
-    let start = rktio_user_strnlen as *const () as u64;
+    let start = rktio_user_probe_read as *const () as u64;
     let end = rktio_user_fixup as *const () as u64;
     if (start..end).contains(&rip) {
         uc.uc_mcontext.gregs[libc::REG_RIP as usize] = end as i64;
