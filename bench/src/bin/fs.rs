@@ -409,18 +409,23 @@ fn main() -> Result<(), Error> {
     let logical = disk.logical_blocks() * 4096;
     image::format(&mut disk, None, &mut |_, _| {})?;
     drop(disk);
-    let q = rktio_blk::open_image(&simg, rktio_blk::OpenOptions::default())?;
-    let disk = SealedDisk::open(q, &key, &SealOpen::default())?;
+    let disk = rktio_fs::mount::open_disk(
+        &simg,
+        &key,
+        rktio_blk::OpenOptions::default(),
+        &SealOpen::default(),
+    )?;
     let backend = disk.queue().name().to_string();
     let cache_mib = a
         .cache_mib
         .unwrap_or(((a.size >> 20) as usize + 64).max(64));
-    let fs = Ext4Fs::mount(
+    let fs = rktio_fs::mount::mount_disk(
         disk,
         MountOptions {
             cache_pages: cache_mib * 256,
             ..Default::default()
         },
+        None,
     )?;
     eprintln!(
         "rkt-io ext4 on a sealed disk ({backend}, {} MiB usable, {cache_mib} MiB page cache) ...",

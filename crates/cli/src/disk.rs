@@ -378,14 +378,26 @@ fn open(
     read_only: bool,
 ) -> Result<SealedDisk<Box<dyn BlockQueue>>, Error> {
     let src = key_source(key, false)?;
-    let q = queue(image, io, !read_only)?;
+    if !image.exists() {
+        return Err(format!("{}: no such image", image.display()).into());
+    }
     let spin = spinner("unlocking");
     let opts = OpenOptions {
         read_only,
         expect_epoch: pin.expect_epoch,
         expect_root: pin.expect_root.clone(),
     };
-    let d = SealedDisk::open(q, &src, &opts).map_err(|e| format!("{}: {e}", image.display()));
+    let d = rktio_fs::mount::open_disk(
+        image,
+        &src,
+        QueueOptions {
+            backend: io.backend,
+            write: !read_only,
+            ..Default::default()
+        },
+        &opts,
+    )
+    .map_err(|e| format!("{}: {e}", image.display()));
     spin.finish_and_clear();
     Ok(d?)
 }

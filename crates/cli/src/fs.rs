@@ -95,14 +95,20 @@ pub fn import(plain: &Path, disk: &mut Disk) -> Result<(), Error> {
 }
 
 pub fn mount_ro(disk: Disk) -> Result<Ext4Fs<Box<dyn BlockQueue>>, Error> {
-    Ok(Ext4Fs::mount(
+    Ok(rktio_fs::mount::mount_disk(
         disk,
         MountOptions {
             read_only: true,
             ..Default::default()
         },
+        None,
     )
-    .map_err(|e| format!("no usable ext4 file system on the image: {}", e.detail))?)
+    .map_err(|e| match e {
+        rktio_fs::mount::MountError::Fs(e) => {
+            format!("no usable ext4 file system on the image: {}", e.detail)
+        }
+        e => e.to_string(),
+    })?)
 }
 
 /// File-system check: read everything through our ext4, then `e2fsck -fn` on an

@@ -23,6 +23,7 @@ pub mod cred;
 mod ext4;
 pub mod image;
 mod lock;
+pub mod mount;
 
 pub use cache::{CacheStats, PageCache};
 pub use cred::{Caps, Cred, set_thread_cred};

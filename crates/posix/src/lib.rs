@@ -27,12 +27,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use rktio_blk::{Backend, BlockQueue, OpenOptions as QueueOptions};
+use rktio_blk::{Backend, OpenOptions as QueueOptions};
 use rktio_fs::{
-    DirEntry, Ext4Fs, Fallocate, FileSystem, FileType, FsError, LockKind, MountOptions, OpenFile,
+    DirEntry, Fallocate, FileSystem, FileType, FsError, LockKind, MountOptions, OpenFile,
     OpenOptions, RecordLock, SetTime, Stat, StatFs, Whence,
 };
-use rktio_seal::{KeySource, SealedDisk};
+use rktio_seal::KeySource;
 
 pub use config::Config;
 
@@ -86,9 +86,9 @@ pub fn open_mount(
     check_only: bool,
 ) -> Result<Arc<dyn FileSystem>, String> {
     let read_only = m.read_only || check_only;
-    let q = rktio_blk::open_image(
-        &m.image,
-        QueueOptions {
+    let (uid, gid) = rktio_sys::ids();
+    let spec = rktio_fs::mount::MountSpec {
+        queue: QueueOptions {
             backend: match m.backend {
                 _ if check_only => Backend::File,
                 config::BackendName::Uring => Backend::Uring,
@@ -97,31 +97,24 @@ pub fn open_mount(
             write: !read_only,
             ..Default::default()
         },
-    )
-    .map_err(|e| format!("mount {}: {}: {e}", m.path, m.image.display()))?;
-    let disk: SealedDisk<Box<dyn BlockQueue>> = SealedDisk::open(
-        q,
-        &key_source(m)?,
-        &rktio_seal::OpenOptions {
+        seal: rktio_seal::OpenOptions {
             read_only,
             expect_epoch: m.expect_epoch,
             expect_root: None,
         },
-    )
-    .map_err(|e| format!("mount {}: {}: {e}", m.path, m.image.display()))?;
-    let (uid, gid) = rktio_sys::ids();
-    let fs = Ext4Fs::mount(
-        disk,
-        MountOptions {
+        fs: MountOptions {
             cache_pages: m.cache_mib.unwrap_or(64).max(1) * 256,
             read_only,
             uid,
             gid,
             ..Default::default()
         },
-    )
-    .map_err(|e| format!("mount {}: no usable ext4 file system: {}", m.path, e.detail))?;
-    fs.set_mount_point(&path::absolute(m.path.as_bytes(), b"/"));
+        at: Some(path::absolute(m.path.as_bytes(), b"/")),
+    };
+    let fs = rktio_fs::mount::mount(&m.image, &key_source(m)?, &spec).map_err(|e| match e {
+        rktio_fs::mount::MountError::Fs(_) => format!("mount {}: {e}", m.path),
+        _ => format!("mount {}: {}: {e}", m.path, m.image.display()),
+    })?;
     Ok(Arc::new(fs))
 }
 
