@@ -378,6 +378,23 @@ impl<Q: BlockQueue> Engine<Q> {
         })
     }
 
+    /// The directory and name for a new entry at `path` (symlink, mknod,
+    /// link): EEXIST where something is (or for `.`, `..`, `/`), ENOENT for a
+    /// trailing slash, Linux's order.
+    fn new_name(&mut self, path: &[u8]) -> FsResult<(InodeInfo, Vec<u8>)> {
+        let (parent, name, trailing) = self.parent_of(path)?;
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if self.lookup(parent.number, &name)?.is_some() {
+            return Err(FsError::new(errno::EEXIST, "file exists"));
+        }
+        if trailing {
+            return Err(FsError::new(errno::ENOENT, "no such directory"));
+        }
+        Ok((parent, name))
+    }
+
     fn writable(&self) -> FsResult<()> {
         if self.read_only {
             return Err(FsError::new(errno::EROFS, "the file system is read-only"));
@@ -1421,16 +1438,7 @@ where
             // Linux order: resolve the source, then create the new name's slot
             // (ENOENT/EEXIST), then the directory check (EPERM).
             let src = e.walk(existing, false)?;
-            let (parent, name, trailing) = e.parent_of(new)?;
-            if name.is_empty() || name == b"." || name == b".." {
-                return Err(FsError::new(errno::EEXIST, "file exists"));
-            }
-            if e.lookup(parent.number, &name)?.is_some() {
-                return Err(FsError::new(errno::EEXIST, "file exists"));
-            }
-            if trailing {
-                return Err(FsError::new(errno::ENOENT, "no such directory"));
-            }
+            let (parent, name) = e.new_name(new)?;
             if is_dir(&src) {
                 return Err(FsError::new(
                     errno::EPERM,
@@ -1459,16 +1467,7 @@ where
             return Err(FsError::new(errno::ENAMETOOLONG, "target too long"));
         }
         self.with(|e| {
-            let (parent, name, trailing) = e.parent_of(path)?;
-            if name.is_empty() || name == b"." || name == b".." {
-                return Err(FsError::new(errno::EEXIST, "file exists"));
-            }
-            if e.lookup(parent.number, &name)?.is_some() {
-                return Err(FsError::new(errno::EEXIST, "file exists"));
-            }
-            if trailing {
-                return Err(FsError::new(errno::ENOENT, "no such directory"));
-            }
+            let (parent, name) = e.new_name(path)?;
             e.may(&parent, MAY_WRITE | MAY_EXEC)?;
             e.writable()?;
             let fname =
@@ -1567,16 +1566,7 @@ where
             _ => return Err(FsError::new(errno::EINVAL, "not a FIFO, socket or device")),
         };
         self.with(|e| {
-            let (parent, name, trailing) = e.parent_of(path)?;
-            if name.is_empty() || name == b"." || name == b".." {
-                return Err(FsError::new(errno::EEXIST, "file exists"));
-            }
-            if e.lookup(parent.number, &name)?.is_some() {
-                return Err(FsError::new(errno::EEXIST, "file exists"));
-            }
-            if trailing {
-                return Err(FsError::new(errno::ENOENT, "no such directory"));
-            }
+            let (parent, name) = e.new_name(path)?;
             if matches!(
                 kind,
                 SpecialInodeKind::CharacterDevice(_) | SpecialInodeKind::BlockDevice(_)

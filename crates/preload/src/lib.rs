@@ -282,9 +282,9 @@ unsafe fn buf<'a>(p: *const c_void, n: size_t) -> SysResult<&'a [u8]> {
     Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
 }
 
-/// The iovec array of readv(2): at most 1024 entries, each a buffer as
-/// `buf_mut` checks it.
-unsafe fn iov_mut<'a>(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<&'a mut [u8]>> {
+/// The entries of an iovec array the program passed (at most 1024, at any
+/// alignment): EFAULT if the array cannot be read.
+unsafe fn iov_entries(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<libc::iovec>> {
     let n = usize::try_from(n).unwrap_or(0).min(1024);
     if n == 0 {
         return Ok(Vec::new());
@@ -292,34 +292,27 @@ unsafe fn iov_mut<'a>(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<&'a mu
     if !trap::user::readable(iov.cast(), n * std::mem::size_of::<libc::iovec>()) {
         return Err(libc::EFAULT);
     }
-    (0..n)
-        .map(|k| {
-            // SAFETY: readv(2)'s contract: `n` iovecs, mapped (checked), at
-            // any alignment.
-            let e = unsafe { iov.add(k).read_unaligned() };
-            // SAFETY: as above, for each entry.
-            unsafe { buf_mut(e.iov_base, e.iov_len) }
-        })
+    // SAFETY: `n` iovecs, mapped (checked), read unaligned.
+    Ok((0..n)
+        .map(|k| unsafe { iov.add(k).read_unaligned() })
+        .collect())
+}
+
+/// The iovec array of readv(2): each buffer as `buf_mut` checks it.
+unsafe fn iov_mut<'a>(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<&'a mut [u8]>> {
+    // SAFETY: readv(2)'s contract, for the array and each entry.
+    unsafe { iov_entries(iov, n) }?
+        .into_iter()
+        .map(|e| unsafe { buf_mut(e.iov_base, e.iov_len) })
         .collect()
 }
 
-/// The iovec array of writev(2), as `iov_mut`.
+/// The iovec array of writev(2): each buffer as `buf` checks it.
 unsafe fn iov<'a>(iov: *const libc::iovec, n: c_int) -> SysResult<Vec<&'a [u8]>> {
-    let n = usize::try_from(n).unwrap_or(0).min(1024);
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if !trap::user::readable(iov.cast(), n * std::mem::size_of::<libc::iovec>()) {
-        return Err(libc::EFAULT);
-    }
-    (0..n)
-        .map(|k| {
-            // SAFETY: writev(2)'s contract: `n` iovecs, mapped (checked), at
-            // any alignment.
-            let e = unsafe { iov.add(k).read_unaligned() };
-            // SAFETY: as above, for each entry.
-            unsafe { buf(e.iov_base, e.iov_len) }
-        })
+    // SAFETY: writev(2)'s contract, for the array and each entry.
+    unsafe { iov_entries(iov, n) }?
+        .into_iter()
+        .map(|e| unsafe { buf(e.iov_base, e.iov_len) })
         .collect()
 }
 
