@@ -51,6 +51,13 @@ fn start(peer: &mut Peer, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Se
     Server { out, pid }
 }
 
+/// `rktio --stats run -c net.toml -- PROGRAM...` as a server (see `start`).
+fn on_stack(peer: &mut Peer, dir: &Path, program: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut args = vec!["--stats", "run", "-c", "net.toml", "--"];
+    args.extend_from_slice(program);
+    start(peer, dir, &args, env)
+}
+
 impl Server {
     fn output(&self) -> String {
         String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
@@ -183,15 +190,10 @@ fn redis_server_on_the_stack_with_redis_benchmark_behind_wireguard_go() {
     let d = dir.path();
     let mut peer = Peer::new();
     wg_setup(&mut peer, d, "");
-    let srv = start(
+    let srv = on_stack(
         &mut peer,
         d,
         &[
-            "--stats",
-            "run",
-            "-c",
-            "net.toml",
-            "--",
             "redis-server",
             "--port",
             "6379",
@@ -412,21 +414,10 @@ fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
         d,
         &format!("[host]\nread = [\"{}\"]\n", conf.display()),
     );
-    let srv = start(
+    let srv = on_stack(
         &mut peer,
         d,
-        &[
-            "--stats",
-            "run",
-            "-c",
-            "net.toml",
-            "--",
-            "nginx",
-            "-c",
-            conf.to_str().unwrap(),
-            "-p",
-            "/data",
-        ],
+        &["nginx", "-c", conf.to_str().unwrap(), "-p", "/data"],
         &[],
     );
     wait_tcp(&peer, &srv, "10.202.0.2", 80);
@@ -471,15 +462,10 @@ fn caddy_serves_a_sealed_mount_to_curl_behind_wireguard_go() {
     let mut peer = Peer::new();
     wg_setup(&mut peer, d, "");
     // Its state (certificates, autosave) on the sealed mount too.
-    let srv = start(
+    let srv = on_stack(
         &mut peer,
         d,
         &[
-            "--stats",
-            "run",
-            "-c",
-            "net.toml",
-            "--",
             "caddy",
             "file-server",
             "--root",
@@ -535,19 +521,10 @@ fn iperf3_server_on_the_stack_with_the_client_behind_wireguard_go() {
     wg_setup(&mut peer, d, "");
     // iperf3 keeps its buffer in a temporary file (mkstemp in $TMPDIR, then
     // MAP_SHARED): on the sealed mount.
-    let srv = start(
+    let srv = on_stack(
         &mut peer,
         d,
-        &[
-            "--stats",
-            "run",
-            "-c",
-            "net.toml",
-            "--",
-            "iperf3",
-            "-s",
-            "--forceflush",
-        ],
+        &["iperf3", "-s", "--forceflush"],
         &[("TMPDIR", "/data")],
     );
     wait_tcp(&peer, &srv, "10.202.0.2", 5201);
@@ -834,15 +811,10 @@ fn etcd_keeps_10000_keys_on_a_sealed_mount_across_a_restart() {
     let mut peer = Peer::new();
     wg_setup(&mut peer, d, "");
     let etcd = |peer: &mut Peer| {
-        start(
+        on_stack(
             peer,
             d,
             &[
-                "--stats",
-                "run",
-                "-c",
-                "net.toml",
-                "--",
                 "etcd",
                 "--name",
                 "t",
