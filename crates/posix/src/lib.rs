@@ -422,6 +422,13 @@ impl Runtime {
         }
     }
 
+    /// The shared mappings of sealed files.
+    fn maps(&self) -> std::sync::MutexGuard<'_, Vec<SharedMap>> {
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn fds(&self) -> std::sync::RwLockReadGuard<'_, HashMap<RawFd, Arc<Desc>>> {
         self.fds
             .read()
@@ -1525,16 +1532,13 @@ impl Runtime {
             return Err(libc::ENODEV);
         };
         let off = u64::try_from(off).map_err(|_| EINVAL)?;
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(SharedMap {
-                addr,
-                len,
-                off,
-                file: f.clone(),
-                prot,
-            });
+        self.maps().push(SharedMap {
+            addr,
+            len,
+            off,
+            file: f.clone(),
+            prot,
+        });
         self.map_count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -1558,10 +1562,7 @@ impl Runtime {
         let Kind::File(f) = &d.kind else {
             return Vec::new();
         };
-        let maps = self
-            .maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let maps = self.maps();
         copies(&maps, f, off, len, None)
     }
 
@@ -1569,10 +1570,7 @@ impl Runtime {
     /// written back to its file (msync, munmap): where they land in the other
     /// shared mappings of that file.
     pub fn mapped_copies_from(&self, addr: usize, len: usize) -> Vec<(usize, usize, usize, i32)> {
-        let maps = self
-            .maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let maps = self.maps();
         let Some(src) = maps
             .iter()
             .find(|m| m.addr <= addr && addr < m.addr + m.len)
@@ -1587,9 +1585,7 @@ impl Runtime {
     /// `[addr, addr+len)`.
     pub fn mapped_in(&self, addr: usize, len: usize) -> bool {
         let end = addr.saturating_add(len);
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps()
             .iter()
             .any(|m| m.addr < end && addr < m.addr + m.len)
     }
@@ -1599,9 +1595,7 @@ impl Runtime {
     /// `write_back`.
     pub fn maps_in(&self, addr: usize, len: usize) -> Vec<(usize, usize, u64)> {
         let end = addr.saturating_add(len);
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps()
             .iter()
             .filter(|m| m.writable() && m.addr < end && addr < m.addr + m.len)
             .map(|m| {
@@ -1614,10 +1608,7 @@ impl Runtime {
 
     /// Writes `bytes` (the mapping's memory at `addr`) back to its file.
     pub fn write_back(&self, addr: usize, bytes: &[u8]) -> SysResult<()> {
-        let maps = self
-            .maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let maps = self.maps();
         let Some(m) = maps
             .iter()
             .find(|m| m.writable() && m.addr <= addr && addr < m.addr + m.len)
@@ -1650,10 +1641,7 @@ impl Runtime {
     /// Forgets the mappings inside `[addr, addr+len)` (after munmap wrote them back).
     pub fn unmap(&self, addr: usize, len: usize) {
         let end = addr.saturating_add(len);
-        let mut maps = self
-            .maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut maps = self.maps();
         let mut keep = Vec::new();
         for m in maps.drain(..) {
             let (ms, me) = (m.addr, m.addr + m.len);
@@ -1687,9 +1675,7 @@ impl Runtime {
 
     /// Every writable shared mapping (start, len), for the write-back at exit.
     pub fn all_maps(&self) -> Vec<(usize, usize)> {
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps()
             .iter()
             .filter(|m| m.writable())
             .map(|m| (m.addr, m.len))
