@@ -3,7 +3,7 @@
 //! call that changes them has run (the trap sees every one: set*id, setgroups,
 //! capset), and the process's umask, kept as umask(2) sets it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -16,6 +16,8 @@ static UMASK: AtomicU32 = AtomicU32::new(0o022);
 thread_local! {
     /// The generation this thread's credentials were last read at.
     static SEEN: Cell<u64> = const { Cell::new(0) };
+    /// What was read then (access(2) needs the real and effective ids too).
+    static HOST: RefCell<Option<rktio_sys::ThreadCreds>> = const { RefCell::new(None) };
 }
 
 /// At start: the umask the program was started with.
@@ -51,10 +53,11 @@ pub fn refresh() {
     rktio_fs::set_thread_cred(Some(Arc::new(Cred {
         uid: c.fsuid,
         gid: c.fsgid,
-        groups: c.groups,
+        groups: c.groups.clone(),
         caps: Caps::from_kernel(c.caps),
         umask: umask(),
     })));
+    let _ = HOST.try_with(|h| *h.borrow_mut() = Some(c));
     SEEN.set(g);
 }
 
@@ -62,7 +65,12 @@ pub fn refresh() {
 /// capability for a real root, none otherwise (Linux's access_override_creds);
 /// with AT_EACCESS (`effective`), the effective ids and capabilities.
 pub fn for_access(effective: bool) -> Cred {
-    let c = rktio_sys::thread_creds();
+    refresh();
+    let c = HOST
+        .try_with(|h| h.borrow().clone())
+        .ok()
+        .flatten()
+        .unwrap_or_else(rktio_sys::thread_creds);
     let (uid, gid, caps) = if effective {
         (c.euid, c.egid, Caps::from_kernel(c.caps))
     } else if c.ruid == 0 {

@@ -122,12 +122,17 @@ pub unsafe extern "C" fn __poll_chk(
     unsafe { poll(fds, n, timeout) }
 }
 
+/// The sets select(2) was given (each may be NULL) can be read and written
+/// back; else the host's select answers (EFAULT).
+fn sets_mapped(sets: [*mut libc::fd_set; 3]) -> bool {
+    sets.iter()
+        .all(|s| s.is_null() || trap::user::writable(s.cast(), std::mem::size_of::<libc::fd_set>()))
+}
+
 pub(crate) unsafe fn fd_isset(fd: c_int, set: *const libc::fd_set) -> bool {
-    // SAFETY: `set` is an fd_set (mapped: checked) and fd < FD_SETSIZE
-    // (checked by callers); a set that cannot be read holds nothing of ours
-    // (the host's select answers EFAULT).
-    trap::user::readable(set.cast(), std::mem::size_of::<libc::fd_set>())
-        && unsafe { libc::FD_ISSET(fd, set) }
+    // SAFETY: `set` is a mapped fd_set (`sets_mapped`) and fd < FD_SETSIZE
+    // (checked by callers).
+    !set.is_null() && unsafe { libc::FD_ISSET(fd, set) }
 }
 
 #[unsafe(no_mangle)]
@@ -140,6 +145,7 @@ pub unsafe extern "C" fn select(
 ) -> c_int {
     if let Some((rt, _g)) = enter()
         && (0..=libc::FD_SETSIZE as c_int).contains(&nfds)
+        && sets_mapped([r, w, e])
     {
         // SAFETY: select(2)'s contract: the sets (each may be NULL) hold `nfds` bits.
         let any_ours = (0..nfds).any(|fd| unsafe {
@@ -565,10 +571,11 @@ pub unsafe extern "C" fn pselect(
     mask: *const libc::sigset_t,
 ) -> c_int {
     let ours = enter().is_some_and(|(rt, _g)| {
-        (0..nfds.clamp(0, libc::FD_SETSIZE as c_int)).any(|fd| {
-            // SAFETY: select(2)'s contract for the sets.
-            (unsafe { fd_isset(fd, r) || fd_isset(fd, w) || fd_isset(fd, e) }) && rt.is_ours(fd)
-        })
+        sets_mapped([r, w, e])
+            && (0..nfds.clamp(0, libc::FD_SETSIZE as c_int)).any(|fd| {
+                // SAFETY: select(2)'s contract for the sets.
+                (unsafe { fd_isset(fd, r) || fd_isset(fd, w) || fd_isset(fd, e) }) && rt.is_ours(fd)
+            })
     });
     if ours {
         let mut tv = if tmo.is_null() {
