@@ -44,10 +44,6 @@ const KNOWN: &[(&str, &str)] = &[
         "rmdir::ebusy",
         "mounts on the sealed mount (mount(2) is refused)",
     ),
-    (
-        "link::link_count_max",
-        "glibc's pathconf(_PC_LINK_MAX) tells ext4 (65000) from ext2 (32000) by /proc/mounts, where sealed mounts are not listed: it answers 32000",
-    ),
 ];
 
 /// `name -> outcome` ("ok", "FAILED", "skipped") from the suite's output.

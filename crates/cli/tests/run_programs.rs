@@ -491,3 +491,41 @@ t('root read secret', lambda: open('/data/secret').read())
         text(&o)
     );
 }
+
+/// The mount table lists the sealed mount: findmnt (util-linux, mountinfo),
+/// df (coreutils, statfs of the mount point found in /proc/self/mounts) and
+/// glibc's pathconf(_PC_LINK_MAX) (ext4's 65000, told from ext2's 32000 by
+/// the mount table) see an ext4 file system at /data.
+#[test]
+fn the_mount_table_lists_sealed_mounts() {
+    let dir = setup("16M", "");
+    let d = dir.path();
+    let image = d.join("d.img");
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--"];
+        all.extend_from_slice(args);
+        let o = rktio(d, &all, None);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        run(&["findmnt", "-n", "-o", "TARGET,FSTYPE,SOURCE", "/data"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["/data", "ext4", image.to_str().unwrap()]
+    );
+    let df = run(&["df", "-P", "/data"]);
+    let line = df.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.starts_with(image.to_str().unwrap()) && line.ends_with(" /data"),
+        "{df}"
+    );
+    assert_eq!(run(&["getconf", "LINK_MAX", "/data"]).trim(), "65000");
+    // The table is read-only, as the kernel's is.
+    let o = rktio(
+        d,
+        &["run", "--", "sh", "-c", "echo x >> /proc/self/mounts"],
+        None,
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+}

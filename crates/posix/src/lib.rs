@@ -14,6 +14,7 @@
 pub mod config;
 pub mod cred;
 pub mod exec;
+mod mounts;
 pub mod path;
 mod sock;
 pub mod syscalls;
@@ -686,6 +687,15 @@ impl Runtime {
                 let writes = acc != libc::O_RDONLY
                     || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
                     || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+                if let Some(table) = mounts::table_of(&abs) {
+                    // The mount table lists the sealed mounts too; it is
+                    // read-only, as the kernel's is.
+                    return Some(if writes {
+                        Err(libc::EACCES)
+                    } else {
+                        self.open_mount_table(table, flags)
+                    });
+                }
                 self.host_check(&abs, writes, "open of").map(Err)
             }
             Route::Mount(m, rel) => Some(self.open_on(m, &rel, flags, mode)),

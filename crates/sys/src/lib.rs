@@ -27,8 +27,8 @@ pub use file::{FileOptions, HostFile};
 pub use internal::{InternalFd, is_internal, next_internal};
 pub use net::{Notifier, ReadySet, TapDevice, dup_fd, wait_readable};
 pub use slot::{
-    close_slot, dup_onto, dup_slot, host_fd_open, ids, poll_fds, random_bytes, reserve_slot,
-    spawn_masked,
+    close_slot, dup_onto, dup_slot, host_fd_open, ids, memory_file, poll_fds, random_bytes,
+    reserve_slot, spawn_masked,
 };
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
 pub use xdp::{

@@ -92,6 +92,32 @@ pub fn dup_onto(old: RawFd, new: RawFd, cloexec: bool) -> Result<()> {
     rustix::io::dup3(b, &mut target, flags).map_err(|e| HostError::new("dup2", e.into()))
 }
 
+/// A host descriptor that reads `bytes` from offset 0: an anonymous memory
+/// file (memfd), for a table the stack writes for the program (the mount table).
+/// Only what the host may see goes in: it holds the bytes as it is.
+pub fn memory_file(name: &str, bytes: &[u8], cloexec: bool) -> Result<RawFd> {
+    use rustix::fs::{MemfdFlags, SeekFrom};
+    count(HostCall::Open);
+    let flags = if cloexec {
+        MemfdFlags::CLOEXEC
+    } else {
+        MemfdFlags::empty()
+    };
+    let fd = rustix::fs::memfd_create(name, flags)
+        .map_err(|e| HostError::new("memfd_create", e.into()))?;
+    let mut done = 0;
+    while done < bytes.len() {
+        match rustix::io::write(&fd, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(HostError::new("write a memory file", e.into())),
+        }
+    }
+    rustix::fs::seek(&fd, SeekFrom::Start(0))
+        .map_err(|e| HostError::new("lseek a memory file", e.into()))?;
+    Ok(fd.into_raw_fd())
+}
+
 /// Is `fd` open on the host at all (fcntl F_GETFD)?
 pub fn host_fd_open(fd: RawFd) -> bool {
     borrow(fd).is_ok_and(|b| rustix::io::fcntl_getfd(b).is_ok())
