@@ -442,11 +442,14 @@ fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
         "{w}"
     );
     peer.stop_capture();
-    let out = srv.output();
+    let out = srv.stop(&mut peer);
     assert!(
         !out.contains("[alert]") && !out.contains("[emerg]"),
         "{out}"
     );
+    for l in out.lines().filter(|l| l.starts_with("rktio stats")) {
+        println!("{l}");
+    }
     no_canary(&pcap, d);
 }
 

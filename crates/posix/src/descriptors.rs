@@ -163,6 +163,15 @@ impl Runtime {
         Some(Ok(()))
     }
 
+    /// fcntl F_SETFD and ioctl FIOCLEX/FIONCLEX: close-on-exec is the host
+    /// slot's flag, noted for when the slot becomes a spare.
+    pub fn set_cloexec(&self, fd: RawFd, on: bool) -> Option<SysResult<()>> {
+        if !self.is_ours(fd) {
+            return None;
+        }
+        Some(rktio_sys::set_cloexec(fd, on))
+    }
+
     /// dup(2) and fcntl F_DUPFD/F_DUPFD_CLOEXEC.
     pub fn dup(&self, fd: RawFd, min: RawFd, cloexec: bool) -> Option<SysResult<RawFd>> {
         let d = self.desc(fd)?;

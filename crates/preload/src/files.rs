@@ -166,6 +166,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     {
         return ret_int(r);
     }
+    rktio_sys::host_closed(fd);
     real!(c"close", fn(c_int) -> c_int, fd)
 }
 
@@ -184,7 +185,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if crate::internal(old) || crate::internal(new) {
+    if crate::internal(old) || (crate::internal(new) && !crate::spare_for_dup(old, new)) {
         return crate::internal_fd();
     }
     if let Some((rt, _g)) = enter()
@@ -197,7 +198,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if crate::internal(old) || crate::internal(new) {
+    if crate::internal(old) || (crate::internal(new) && !crate::spare_for_dup(old, new)) {
         return crate::internal_fd();
     }
     if let Some((rt, _g)) = enter() {
@@ -922,8 +923,10 @@ pub(crate) fn do_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Option<c_int> {
         libc::F_SETFL => ret_int(rt.setfl(fd, arg as c_int)?),
         libc::F_DUPFD => ret_fd(rt.dup(fd, arg as c_int, false)?),
         libc::F_DUPFD_CLOEXEC => ret_fd(rt.dup(fd, arg as c_int, true)?),
-        // Close-on-exec lives on the host slot: the kernel's own flag.
-        libc::F_GETFD | libc::F_SETFD => return None,
+        // Close-on-exec lives on the host slot: the kernel's own flag (the
+        // slot keeps a note of it for when it becomes a spare).
+        libc::F_GETFD => return None,
+        libc::F_SETFD => ret_int(rt.set_cloexec(fd, arg as c_int & libc::FD_CLOEXEC != 0)?),
         libc::F_GETLK => lock(LockCmd::Get, false),
         libc::F_SETLK => lock(LockCmd::Set, false),
         libc::F_SETLKW => lock(LockCmd::SetWait, false),

@@ -383,6 +383,17 @@ fn internal(fd: c_int) -> bool {
     rktio_sys::is_internal(fd) && busy_free()
 }
 
+/// dup2 or dup3 of `old` onto `new`, a number the stack keeps as a spare slot
+/// (closed to the program): true if `new` was a spare and is the program's
+/// to replace now (`old` is open), false to answer EBADF.
+fn spare_for_dup(old: c_int, new: c_int) -> bool {
+    if !rktio_sys::is_spare(new) {
+        return false;
+    }
+    let old_open = runtime().is_some_and(|rt| rt.is_ours(old)) || rktio_sys::host_fd_open(old);
+    old_open && rktio_sys::claim_spare(new)
+}
+
 /// What a call on one of the stack's own host descriptors answers (see
 /// `rktio_sys::is_internal`): EBADF, as if nothing were open there.
 fn internal_fd<T: Failed>() -> T {

@@ -578,6 +578,9 @@ fn close_range_ours(a: [u64; 6]) -> i64 {
             }
         }
     }
+    if let Ok(fd) = c_int::try_from(first) {
+        rktio_sys::host_closed(fd);
+    }
     let mut from = first;
     loop {
         let stop = c_int::try_from(from)

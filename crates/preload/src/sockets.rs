@@ -805,6 +805,9 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: libc::c_ulong, arg: *mut c_void) 
                 };
                 ret_int(rt.set_nonblocking(fd, on).unwrap_or(Ok(())))
             }
+            libc::FIOCLEX | libc::FIONCLEX => {
+                ret_int(rt.set_cloexec(fd, req == libc::FIOCLEX).unwrap_or(Ok(())))
+            }
             _ => {
                 set_errno(libc::ENOTTY);
                 -1

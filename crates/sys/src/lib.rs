@@ -17,6 +17,7 @@ mod file;
 mod internal;
 mod net;
 mod slot;
+mod spare;
 mod uring;
 mod xdp;
 
@@ -30,6 +31,7 @@ pub use slot::{
     close_slot, dup_onto, dup_slot, host_fd_open, ids, memory_file, poll_fds, random_bytes,
     reserve_slot, spawn_masked,
 };
+pub use spare::{after_failed_exec, before_exec, claim_spare, host_closed, is_spare, set_cloexec};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
 pub use xdp::{
     XDP_MAX_QUEUES, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats, enter_netns, if_index,

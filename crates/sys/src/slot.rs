@@ -18,8 +18,18 @@ use rustix::io::{DupFlags, FdFlags};
 
 use crate::{HostCall, HostError, Result, count};
 
-/// A new slot (the lowest free number, as open(2) gives).
+/// A new slot (the lowest free number, as open(2) gives): a spare if one is
+/// kept (see `spare`), else a new host descriptor.
 pub fn reserve_slot(cloexec: bool) -> Result<RawFd> {
+    if let Some(fd) = crate::spare::take(cloexec, || open_slot(cloexec).ok()) {
+        return Ok(fd);
+    }
+    let fd = open_slot(cloexec)?;
+    crate::spare::note_cloexec(fd, cloexec);
+    Ok(fd)
+}
+
+fn open_slot(cloexec: bool) -> Result<RawFd> {
     count(HostCall::Open);
     let mut flags = OFlags::PATH;
     if cloexec {
@@ -30,9 +40,10 @@ pub fn reserve_slot(cloexec: bool) -> Result<RawFd> {
         .map_err(|e| HostError::new("open a descriptor slot", e.into()))
 }
 
-/// Closes a descriptor number the caller owns.
+/// Closes a descriptor number the caller owns (a slot: kept as a spare while
+/// there is room).
 pub fn close_slot(fd: RawFd) {
-    if fd < 0 {
+    if fd < 0 || crate::spare::give(fd) {
         return;
     }
     count(HostCall::Open);
@@ -66,8 +77,11 @@ pub fn dup_slot(fd: RawFd, min: RawFd, cloexec: bool) -> Result<RawFd> {
             Ok(n)
         })
     };
-    r.map(IntoRawFd::into_raw_fd)
-        .map_err(|e| HostError::new("dup a descriptor slot", e.into()))
+    let n = r
+        .map(IntoRawFd::into_raw_fd)
+        .map_err(|e| HostError::new("dup a descriptor slot", e.into()))?;
+    crate::spare::note_cloexec(n, cloexec);
+    Ok(n)
 }
 
 /// dup2/dup3 of the host descriptor `old` onto the number `new` (closing what
@@ -89,7 +103,9 @@ pub fn dup_onto(old: RawFd, new: RawFd, cloexec: bool) -> Result<()> {
     } else {
         DupFlags::empty()
     };
-    rustix::io::dup3(b, &mut target, flags).map_err(|e| HostError::new("dup2", e.into()))
+    rustix::io::dup3(b, &mut target, flags).map_err(|e| HostError::new("dup2", e.into()))?;
+    crate::spare::note_cloexec(new, cloexec);
+    Ok(())
 }
 
 /// A host descriptor that reads `bytes` from offset 0: an anonymous memory

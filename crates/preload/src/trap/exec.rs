@@ -173,7 +173,9 @@ pub(super) fn execve(dirfd: i32, path: u64, argv: u64, envp: u64, flags: i32) ->
 fn exec_with(path: &CStr, argv: u64, envp: &[CString]) -> i64 {
     let mut ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    pass(
+    // Spare slots are the stack's: the new program does not inherit them.
+    rktio_sys::before_exec();
+    let r = pass(
         libc::SYS_execveat,
         [
             libc::AT_FDCWD as u64,
@@ -183,7 +185,9 @@ fn exec_with(path: &CStr, argv: u64, envp: &[CString]) -> i64 {
             0,
             0,
         ],
-    )
+    );
+    rktio_sys::after_failed_exec();
+    r
 }
 
 /// exec of a statically linked program: the loader, with the program's own
