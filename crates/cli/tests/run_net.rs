@@ -447,7 +447,11 @@ fn nginx_serves_a_sealed_mount_to_curl_and_wrk_behind_wireguard_go() {
         !out.contains("[alert]") && !out.contains("[emerg]"),
         "{out}"
     );
-    for l in out.lines().filter(|l| l.starts_with("rktio stats")) {
+    for l in w
+        .lines()
+        .chain(out.lines())
+        .filter(|l| l.starts_with("rktio stats") || l.starts_with("Requests/sec"))
+    {
         println!("{l}");
     }
     no_canary(&pcap, d);
@@ -796,6 +800,66 @@ fn epoll_waiter_from_before_the_network_wakes() {
         out.contains("listening\n")
             && out.contains("woke: 1 event(s), data 42\n")
             && out.contains("accepted: 1\n"),
+        "{out}"
+    );
+}
+
+/// One epoll over a socket of ours that is always ready (a UDP socket is
+/// writable) and a host pipe: the pipe's events are reported next to ours
+/// while the pipe is in the set, and once it is deleted an epoll_wait that
+/// finds ours ready answers without asking the host (python3's select.epoll).
+#[test]
+fn epoll_reports_host_descriptors_next_to_ready_ones_of_ours() {
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "python3 is not installed"
+    );
+    let dir = setup("16M", "");
+    let d = dir.path();
+    let mut peer = Peer::new();
+    wg_setup(&mut peer, d, "");
+    let script = "import os, select, socket\n\
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        r, w = os.pipe()\n\
+        ep = select.epoll()\n\
+        ep.register(u.fileno(), select.EPOLLOUT)\n\
+        ep.register(r, select.EPOLLIN)\n\
+        def fds(): return sorted(fd for fd, _ in ep.poll(1))\n\
+        print('quiet pipe', fds() == [u.fileno()])\n\
+        os.write(w, b'x')\n\
+        print('both', fds() == sorted([u.fileno(), r]))\n\
+        ep.unregister(r)\n\
+        print('pipe gone', fds() == [u.fileno()])\n\
+        ep.register(r, select.EPOLLIN)\n\
+        print('pipe back', fds() == sorted([u.fileno(), r]))\n\
+        ep.modify(u.fileno(), select.EPOLLIN)\n\
+        print('pipe alone', fds() == [r])\n";
+    let srv = start(
+        &mut peer,
+        d,
+        &[
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ],
+        &[],
+    );
+    let out = srv.finish(&mut peer);
+    assert_eq!(
+        out.lines()
+            .filter(|l| !l.starts_with("rktio"))
+            .collect::<Vec<_>>(),
+        [
+            "quiet pipe True",
+            "both True",
+            "pipe gone True",
+            "pipe back True",
+            "pipe alone True"
+        ],
         "{out}"
     );
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,9 @@ pub struct EpollDesc {
     /// epoll under [`WAKE_TAG`].
     waker: Arc<Notifier>,
     in_host: AtomicBool,
+    /// Host descriptors the program added to the host epoll (added less
+    /// deleted; one the host closed without a delete still counts).
+    host_watched: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1251,6 +1254,7 @@ impl Runtime {
                 interest: Mutex::new(HashMap::new()),
                 waker,
                 in_host: AtomicBool::new(false),
+                host_watched: AtomicUsize::new(0),
             }),
             libc::O_RDWR,
         );
@@ -1403,6 +1407,38 @@ impl Runtime {
             .is_empty();
         let first = !e.in_host.swap(true, Ordering::SeqCst);
         Some((any, e.waker.as_fd().as_raw_fd(), first))
+    }
+
+    /// The host's epoll_ctl `op` on a host descriptor in epoll `epfd` of ours
+    /// succeeded.
+    pub fn epoll_host_changed(&self, epfd: RawFd, op: i32) {
+        if let Some(d) = self.desc(epfd)
+            && let Kind::Epoll(e) = &d.kind
+        {
+            match op {
+                libc::EPOLL_CTL_ADD => {
+                    e.host_watched.fetch_add(1, Ordering::SeqCst);
+                }
+                libc::EPOLL_CTL_DEL => {
+                    let _ = e
+                        .host_watched
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Does epoll `epfd` watch any host descriptor of the program's? If not,
+    /// an epoll_wait that found ours ready need not ask the host.
+    pub fn epoll_watches_host(&self, epfd: RawFd) -> bool {
+        match self.desc(epfd) {
+            Some(d) => match &d.kind {
+                Kind::Epoll(e) => e.host_watched.load(Ordering::SeqCst) > 0,
+                _ => true,
+            },
+            None => true,
+        }
     }
 
     /// Drains epoll `epfd`'s waker after it fired.

@@ -299,6 +299,18 @@ pub unsafe extern "C" fn epoll_ctl(
         if let Some(r) = rt.epoll_ctl(epfd, op, fd, e) {
             return ret_int(r);
         }
+        let r = real!(
+            c"epoll_ctl",
+            fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int,
+            epfd,
+            op,
+            fd,
+            ev
+        );
+        if r == 0 {
+            rt.epoll_host_changed(epfd, op);
+        }
+        return r;
     }
     real!(
         c"epoll_ctl",
@@ -360,6 +372,11 @@ pub(crate) fn mixed_epoll_wait(
                 wfd,
                 &mut wev
             );
+        }
+        if k > 0 && !rt.epoll_watches_host(epfd) {
+            // Ours are ready and the host has nothing of the program's to add:
+            // no host call.
+            return k as c_int;
         }
         let remaining = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         let t_ms: c_int = if k > 0 {
