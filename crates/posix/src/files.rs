@@ -2,12 +2,13 @@
 //! positioned, vectored), lseek, the syncs, truncate, fallocate, fstat.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use libc::{EINVAL, EROFS};
 use rktio_fs::{Fallocate, OpenOptions, Whence};
 
-use crate::descriptors::{FileDesc, FileRef, Kind};
+use crate::descriptors::{Desc, FileDesc, FileRef, Kind};
 use crate::paths::{At, Route};
 use crate::stats::bump;
 use crate::{FullStat, Runtime, SysResult, errno, mount_table};
@@ -108,7 +109,8 @@ impl Runtime {
             }
         };
         bump(&self.stats.opens, 1);
-        let status = acc | (flags & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT));
+        let status =
+            acc | (flags & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_SYNC));
         let d = self.new_desc(
             Kind::File(Arc::new(FileDesc {
                 mount: m,
@@ -157,21 +159,39 @@ impl Runtime {
             return self.send(fd, &[buf], 0, None);
         }
         let r = self.file_of(d)?;
-        Some(r.and_then(|(_, f)| {
+        Some(r.and_then(|(d, f)| {
             let n = f.fs().write(f.open(), buf).map_err(errno)?;
             self.count_write(n);
+            self.synced(&d, &f)?;
             Ok(n)
         }))
+    }
+
+    /// After a write on a descriptor opened with O_SYNC or O_DSYNC: what it
+    /// wrote is durable when the call returns, as fsync or fdatasync makes it
+    /// (a failed commit fails the write, as Linux reports it).
+    fn synced(&self, d: &Desc, f: &FileRef) -> SysResult<()> {
+        let status = d.status.load(Ordering::Relaxed);
+        if status & libc::O_DSYNC == 0 {
+            return Ok(());
+        }
+        bump(&self.stats.syncs, 1);
+        if status & libc::O_SYNC == libc::O_SYNC {
+            f.fs().fsync(f.open()).map_err(errno)
+        } else {
+            f.fs().fdatasync(f.open()).map_err(errno)
+        }
     }
 
     /// pwrite(2).
     pub fn pwrite(&self, fd: RawFd, buf: &[u8], off: i64) -> Option<SysResult<usize>> {
         let r = self.file(fd)?;
-        Some(r.and_then(|(_, f)| {
+        Some(r.and_then(|(d, f)| {
             let off = u64::try_from(off).map_err(|_| EINVAL)?;
             f.not_dir()?;
             let n = f.fs().pwrite(f.open(), buf, off).map_err(errno)?;
             self.count_write(n);
+            self.synced(&d, &f)?;
             Ok(n)
         }))
     }
@@ -229,7 +249,7 @@ impl Runtime {
             return self.send(fd, bufs, 0, None);
         }
         let r = self.file_of(d)?;
-        Some(r.and_then(|(_, f)| {
+        Some(r.and_then(|(d, f)| {
             let all: Vec<u8> = bufs.concat();
             let n = match off {
                 Some(o) => {
@@ -240,6 +260,7 @@ impl Runtime {
             }
             .map_err(errno)?;
             self.count_write(n);
+            self.synced(&d, &f)?;
             Ok(n)
         }))
     }

@@ -455,23 +455,40 @@ fn rw2(nr: i64, a: [u64; 6]) -> i64 {
     if !ours(crate::runtime(), a[0]) {
         return pass(nr, a);
     }
-    if flags != 0 {
+    // RWF_HIPRI is a hint; RWF_DSYNC and RWF_SYNC make one write durable, as
+    // O_DSYNC and O_SYNC do.
+    let write = nr == libc::SYS_pwritev2;
+    let sync = libc::RWF_DSYNC | libc::RWF_SYNC;
+    let offered = if write {
+        libc::RWF_HIPRI | sync
+    } else {
+        libc::RWF_HIPRI
+    };
+    if flags & !offered != 0 {
         return refuse(
             nr,
             libc::EOPNOTSUPP,
-            "RWF_* flags are not offered on the stack's descriptors",
+            "RWF_* flags other than RWF_HIPRI, RWF_DSYNC and RWF_SYNC are not offered on the stack's descriptors",
         );
     }
     let off = a[3] as off_t;
     // SAFETY: preadv2(2)'s contract, as preadv/readv.
-    unsafe {
-        match (nr == libc::SYS_preadv2, off == -1) {
-            (true, true) => cs(crate::readv(fd, p(a[1]), i(a[2]))),
-            (true, false) => cs(crate::preadv(fd, p(a[1]), i(a[2]), off)),
-            (false, true) => cs(crate::writev(fd, p(a[1]), i(a[2]))),
-            (false, false) => cs(crate::pwritev(fd, p(a[1]), i(a[2]), off)),
+    let r = unsafe {
+        match (write, off == -1) {
+            (false, true) => cs(crate::readv(fd, p(a[1]), i(a[2]))),
+            (false, false) => cs(crate::preadv(fd, p(a[1]), i(a[2]), off)),
+            (true, true) => cs(crate::writev(fd, p(a[1]), i(a[2]))),
+            (true, false) => cs(crate::pwritev(fd, p(a[1]), i(a[2]), off)),
         }
+    };
+    if r >= 0
+        && flags & sync != 0
+        && let Some(rt) = crate::runtime()
+        && let Some(Err(e)) = rt.fsync(fd, flags & libc::RWF_SYNC == 0)
+    {
+        return -i64::from(e);
     }
+    r
 }
 
 /// sendmmsg / recvmmsg: one sendmsg or recvmsg per message, as far as they go.
