@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use smoltcp::wire::{ArpPacket, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
 
 use crate::{ETH_HEADER, Nic};
 
@@ -92,31 +93,33 @@ impl<N: Nic> SmolDevice<N> {
 #[derive(Debug)]
 pub struct Rx(Vec<u8>);
 
-/// The destination address of an IP packet, if it parses.
+/// The destination address of an IP packet, if its header parses (smoltcp's
+/// checked views: lengths within the buffer).
 pub(crate) fn ip_dst(p: &[u8]) -> Option<IpAddr> {
     match p.first()? >> 4 {
-        4 => {
-            let b: [u8; 4] = p.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::from(b))
-        }
-        6 => {
-            let b: [u8; 16] = p.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::from(b))
-        }
+        4 => Ipv4Packet::new_checked(p)
+            .ok()
+            .map(|h| IpAddr::V4(h.dst_addr())),
+        6 => Ipv6Packet::new_checked(p)
+            .ok()
+            .map(|h| IpAddr::V6(h.dst_addr())),
         _ => None,
     }
 }
 
 /// Whether an Ethernet frame carries an IP packet for 127.0.0.0/8 or ::1, or an
-/// ARP packet about an address in 127.0.0.0/8.
+/// ARP packet about an address in 127.0.0.0/8. A frame that does not parse is
+/// not one (smoltcp drops it).
 fn frame_to_loopback(f: &[u8]) -> bool {
-    let Some(p) = f.get(ETH_HEADER..) else {
+    let Ok(frame) = EthernetFrame::new_checked(f) else {
         return false;
     };
-    match f.get(12..14) {
-        Some([0x08, 0x00] | [0x86, 0xdd]) => ip_dst(p).is_some_and(|d| d.is_loopback()),
-        // ARP: the target protocol address.
-        Some([0x08, 0x06]) => p.get(24) == Some(&127),
+    match frame.ethertype() {
+        EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => {
+            ip_dst(frame.payload()).is_some_and(|d| d.is_loopback())
+        }
+        EthernetProtocol::Arp => ArpPacket::new_checked(frame.payload())
+            .is_ok_and(|a| a.target_protocol_addr().first() == Some(&127)),
         _ => false,
     }
 }
@@ -147,7 +150,9 @@ impl<N: Nic> phy::TxToken for Tx<'_, N> {
     {
         let mut buf = vec![0u8; len];
         let r = f(&mut buf);
-        if self.own_mac.is_some_and(|m| buf.get(..6) == Some(&m[..])) {
+        let to_self = EthernetFrame::new_checked(&buf[..])
+            .is_ok_and(|e| self.own_mac.is_some_and(|m| e.dst_addr().0 == m));
+        if to_self {
             self.lo.push_back(buf);
             return r;
         }
@@ -288,5 +293,53 @@ impl Device for TunDevice {
         c.checksum.icmpv4 = phy::Checksum::Tx;
         c.checksum.icmpv6 = phy::Checksum::Tx;
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(ty: [u8; 2], payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        f.extend_from_slice(&ty);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn ipv4(dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1];
+        p.extend_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn frames_for_loopback_are_told_by_their_headers() {
+        assert!(frame_to_loopback(&eth([0x08, 0x00], &ipv4([127, 0, 0, 1]))));
+        assert!(!frame_to_loopback(&eth([0x08, 0x00], &ipv4([10, 0, 0, 2]))));
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 0, 59, 64];
+        v6.extend_from_slice(&[0; 16]);
+        let mut dst = [0u8; 16];
+        dst[15] = 1;
+        v6.extend_from_slice(&dst);
+        assert!(frame_to_loopback(&eth([0x86, 0xdd], &v6)));
+        // ARP request about 127.0.0.1 (Ethernet, IPv4).
+        let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 2, 10, 0, 0, 1]);
+        arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 127, 0, 0, 1]);
+        assert!(frame_to_loopback(&eth([0x08, 0x06], &arp)));
+        arp[24] = 10;
+        assert!(!frame_to_loopback(&eth([0x08, 0x06], &arp)));
+        // Short or garbled frames are not (and do not panic).
+        for n in 0..40 {
+            let f = eth([0x08, 0x00], &ipv4([127, 0, 0, 1]));
+            let _ = frame_to_loopback(&f[..n.min(f.len())]);
+        }
+        assert!(!frame_to_loopback(&eth([0x08, 0x00], &[0x45, 0, 0, 20])));
+        assert_eq!(ip_dst(&[0x45]), None);
+        assert_eq!(
+            ip_dst(&ipv4([10, 0, 0, 9])),
+            Some(IpAddr::from([10, 0, 0, 9]))
+        );
     }
 }
