@@ -118,6 +118,38 @@ impl Server {
     }
 }
 
+/// A sealed mount and WireGuard to the peer namespace, for a python3 script
+/// on the stack (Debian's python3: a pyenv shim elsewhere on PATH would be a
+/// script).
+fn python_bed() -> (tempfile::TempDir, Peer) {
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "python3 is not installed"
+    );
+    let dir = setup("16M", "");
+    let mut peer = Peer::new();
+    wg_setup(&mut peer, dir.path(), "");
+    (dir, peer)
+}
+
+/// `rktio run -c net.toml -- python3 -c SCRIPT` as a server (see `start`).
+fn python_on_stack(peer: &mut Peer, d: &Path, script: &str) -> Server {
+    start(
+        peer,
+        d,
+        &[
+            "run",
+            "-c",
+            "net.toml",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ],
+        &[],
+    )
+}
+
 /// Waits until something accepts TCP connections at ip:port, seen from the peer.
 fn wait_tcp(peer: &Peer, server: &Server, ip: &str, port: u16) {
     let py = format!(
@@ -688,15 +720,8 @@ fn mariadb_on_the_stack_with_sysbench_behind_wireguard_go() {
 /// (or on that address) is EADDRINUSE. python3's socket module, through libc.
 #[test]
 fn python_binds_to_one_address_behind_wireguard_go() {
-    // Debian's python3 (a pyenv shim elsewhere on PATH would be a script).
-    assert!(
-        Path::new("/usr/bin/python3").exists(),
-        "python3 is not installed"
-    );
-    let dir = setup("16M", "");
+    let (dir, mut peer) = python_bed();
     let d = dir.path();
-    let mut peer = Peer::new();
-    wg_setup(&mut peer, d, "");
     let server = "import socket, errno\n\
         def srv(addr):\n\
         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
@@ -725,20 +750,7 @@ fn python_binds_to_one_address_behind_wireguard_go() {
         for l in (tun, anyl):\n\
         \x20   a, _ = l.accept(); a.sendall(b'ok:%d' % l.getsockname()[1]); a.close()\n\
         print('served', flush=True)\n";
-    let srv = start(
-        &mut peer,
-        d,
-        &[
-            "run",
-            "-c",
-            "net.toml",
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            server,
-        ],
-        &[],
-    );
+    let srv = python_on_stack(&mut peer, d, server);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !srv.output().contains("ready") {
         assert!(Instant::now() < deadline, "no ready: {}", srv.output());
@@ -810,14 +822,8 @@ fn epoll_waiter_from_before_the_network_wakes() {
 /// finds ours ready answers without asking the host (python3's select.epoll).
 #[test]
 fn epoll_reports_host_descriptors_next_to_ready_ones_of_ours() {
-    assert!(
-        Path::new("/usr/bin/python3").exists(),
-        "python3 is not installed"
-    );
-    let dir = setup("16M", "");
+    let (dir, mut peer) = python_bed();
     let d = dir.path();
-    let mut peer = Peer::new();
-    wg_setup(&mut peer, d, "");
     let script = "import os, select, socket\n\
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
         r, w = os.pipe()\n\
@@ -834,20 +840,7 @@ fn epoll_reports_host_descriptors_next_to_ready_ones_of_ours() {
         print('pipe back', fds() == sorted([u.fileno(), r]))\n\
         ep.modify(u.fileno(), select.EPOLLIN)\n\
         print('pipe alone', fds() == [r])\n";
-    let srv = start(
-        &mut peer,
-        d,
-        &[
-            "run",
-            "-c",
-            "net.toml",
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            script,
-        ],
-        &[],
-    );
+    let srv = python_on_stack(&mut peer, d, script);
     let out = srv.finish(&mut peer);
     assert_eq!(
         out.lines()
