@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rktio_net::Key;
 use rktio_testnet::{Peer, WgPeer, our_wg_conf};
 
-use crate::report::{NATIVE, OURS_DIRECT, OURS_HOST};
+use crate::report::{NATIVE, OURS_DIRECT, OURS_HOST, OURS_PLAIN};
 
 /// The `rktio` binary (built next to this one by bench/reproduce).
 pub fn rktio_bin() -> PathBuf {
@@ -441,6 +441,9 @@ pub enum NetMode {
     OursTap,
     /// Our stack on AF_XDP on the veth, WireGuard on, files on `uring`.
     OursXdp,
+    /// The same in plaintext (no tunnel): the stack's own cost, apart from
+    /// the crypto's, against the kernel's plaintext TCP/IP.
+    OursXdpPlain,
 }
 
 impl NetMode {
@@ -451,6 +454,7 @@ impl NetMode {
             NetMode::WireguardGo => "wireguard-go",
             NetMode::OursTap => OURS_HOST,
             NetMode::OursXdp => OURS_DIRECT,
+            NetMode::OursXdpPlain => OURS_PLAIN,
         }
     }
 
@@ -459,18 +463,27 @@ impl NetMode {
         match self {
             NetMode::Native | NetMode::WireguardGo => Storage::Native,
             NetMode::OursTap => Storage::SealedFile,
-            NetMode::OursXdp => Storage::SealedUring,
+            NetMode::OursXdp | NetMode::OursXdpPlain => Storage::SealedUring,
         }
     }
 
-    /// All four, in table order.
-    pub fn all() -> [NetMode; 4] {
+    /// All five, in table order.
+    pub fn all() -> [NetMode; 5] {
         [
             NetMode::Native,
             NetMode::WireguardGo,
             NetMode::OursTap,
             NetMode::OursXdp,
+            NetMode::OursXdpPlain,
         ]
+    }
+
+    /// Is the traffic in a tunnel (WireGuard, smaller MTU)?
+    pub fn tunnel(self) -> bool {
+        matches!(
+            self,
+            NetMode::WireguardGo | NetMode::OursTap | NetMode::OursXdp
+        )
     }
 }
 
@@ -501,6 +514,7 @@ impl Bed {
             Key::generate().map_err(|e| e.to_string())?,
         );
         let mut o = o.clone();
+        o.plaintext |= mode == NetMode::OursXdpPlain;
         let t = Duration::from_secs(30);
         let ns_exec = |ns: &str, script: &str| {
             run_ok(
@@ -548,8 +562,8 @@ impl Bed {
                     (Some(ns), "10.202.0.2", "10.202.0.1", None)
                 }
             }
-            NetMode::OursXdp | NetMode::OursTap => {
-                let (iface, netns_line, server_ns, tap) = if mode == NetMode::OursXdp {
+            NetMode::OursXdp | NetMode::OursXdpPlain | NetMode::OursTap => {
+                let (iface, netns_line, server_ns, tap) = if mode != NetMode::OursTap {
                     let (ns, dev) = peer.veth_link("10.201.0.1/24");
                     (dev, format!("netns = \"{ns}\"\n"), None, None)
                 } else {
@@ -574,7 +588,7 @@ impl Bed {
                 o.extra_toml = format!(
                     "[net]\nbackend = \"{}\"\ninterface = \"{iface}\"\n{netns_line}\
                      address = [\"10.201.0.2/24\"]\n{security}\n{}",
-                    if mode == NetMode::OursXdp {
+                    if mode != NetMode::OursTap {
                         "xdp"
                     } else {
                         "tap"
@@ -594,7 +608,10 @@ impl Bed {
             }
         };
         let store = Store::new(mode.storage(), work, &o)?;
-        if matches!(mode, NetMode::OursTap | NetMode::OursXdp) {
+        if matches!(
+            mode,
+            NetMode::OursTap | NetMode::OursXdp | NetMode::OursXdpPlain
+        ) {
             std::fs::write(
                 store.dir.join("wg.conf"),
                 our_wg_conf(&k_ours.to_base64(), &k_peer.public().to_base64(), false),

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use report::{NATIVE, OURS_DIRECT, OURS_HOST, Results};
+use report::{NATIVE, OURS_DIRECT, OURS_HOST, OURS_PLAIN, Results};
 
 #[derive(Debug, Parser)]
 #[command(about = "Reproduce the rkt-io paper's figures: native vs ours vs peers")]
@@ -270,7 +270,9 @@ fn main() {
          SGX-LKL-style baseline); `{OURS_DIRECT}` (our stack direct: sealed disk on \
          io_uring SQPOLL, network on AF_XDP); peers `gocryptfs` (FUSE, same disk) and \
          `wireguard-go` (kernel TCP through a wireguard-go tunnel at both ends). Our \
-         network modes always run WireGuard (the default); `native` does not.\n\
+         network modes run WireGuard (the default), but `{OURS_PLAIN}` (the direct \
+         mode in plaintext, to see the stack's cost apart from the crypto's); \
+         `native` runs plaintext.\n\
          - Ratios in parentheses are against `native` (more is better for rates, less \
          for times and latencies); ahead/behind lines compare `{OURS_DIRECT}`.\n",
         args.command,

@@ -47,7 +47,7 @@ pub fn udp_fig(res: &mut Results, work: &Path, s: &Scale, udpsend: &Path) {
         };
         // MTU-sized: 1472 B fills a 1500-byte frame; through a tunnel (MTU 1420)
         // 1392 B fills a tunnel packet.
-        let tunnel = mode != NetMode::Native;
+        let tunnel = mode.tunnel();
         for (label, size) in [
             ("32 B", 32usize),
             ("MTU-sized", if tunnel { 1392 } else { 1472 }),

@@ -11,6 +11,8 @@ pub const NATIVE: &str = "native";
 pub const OURS_HOST: &str = "rktio file/tap";
 /// Our stack direct (uring + xdp backends).
 pub const OURS_DIRECT: &str = "rktio uring/xdp";
+/// Our stack direct, network in plaintext (no WireGuard).
+pub const OURS_PLAIN: &str = "rktio xdp plaintext";
 
 /// One measured number, or the reason there is none.
 #[derive(Debug, Clone)]
