@@ -25,7 +25,7 @@ pub struct Desc {
 pub(crate) enum Kind {
     File(Arc<FileDesc>),
     Sock(sock::SockDesc),
-    Epoll(sock::EpollDesc),
+    Epoll(crate::epoll::EpollDesc),
 }
 
 pub(crate) struct FileDesc {

@@ -13,7 +13,7 @@
 //! flags), `files` (open, read, write, seek, sync, truncate), `paths` (routing,
 //! the host policy, the working directory, stat, access, name and inode
 //! changes), `dirs` (directory streams), `locks` (record locks, flock),
-//! `memory` (shared mappings), `sock` (sockets, epoll), `unix` (AF_UNIX names
+//! `memory` (shared mappings), `sock` (sockets), `epoll` (readiness, epoll), `unix` (AF_UNIX names
 //! on sealed paths), `cred` (credentials), `mount_table` (/proc/self/mounts),
 //! `stats` (`--stats`); `syscalls` is the table over the system-call numbers.
 //! This file holds the runtime itself and the lazy mounts.
@@ -24,6 +24,7 @@ pub mod config;
 pub mod cred;
 mod descriptors;
 mod dirs;
+mod epoll;
 pub mod exec;
 mod files;
 mod locks;
@@ -38,9 +39,10 @@ mod unix;
 
 pub use descriptors::Desc;
 pub use dirs::d_type;
+pub use epoll::{EpollEvent, WAKE_TAG};
 pub use locks::{FlockArgs, LockCmd};
 pub use paths::{PathIs, PathOp, PathOut};
-pub use sock::{EpollEvent, SockAddr, WAKE_TAG};
+pub use sock::SockAddr;
 pub use stats::Stats;
 
 use descriptors::Kind;

@@ -1,5 +1,5 @@
-//! Internet sockets on rkt-io's network stack, and the readiness calls (poll,
-//! select, epoll) over a mix of the stack's descriptors and the host's.
+//! Internet sockets on rkt-io's network stack (readiness and epoll are in
+//! `epoll`).
 //!
 //! The stack's sockets are always non-blocking underneath; a blocking call waits
 //! here, parked on a per-thread notifier the network driver fires when the stack
@@ -7,11 +7,10 @@
 //! use the same socket.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,29 +26,20 @@ use crate::{Desc, Kind, Runtime, SysResult, bump};
 /// A socket address as the POSIX edge passes it.
 pub type SockAddr = SocketAddr;
 
-/// One event of epoll_wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpollEvent {
-    /// EPOLLIN, EPOLLOUT, ...
-    pub events: u32,
-    /// The caller's data.
-    pub data: u64,
-}
-
 /// A socket of ours.
 #[derive(Debug)]
 pub struct SockDesc {
-    family: i32,
-    dgram: bool,
-    st: Mutex<SockState>,
+    pub(crate) family: i32,
+    pub(crate) dgram: bool,
+    pub(crate) st: Mutex<SockState>,
     /// Bumped each time a send finds no room (EAGAIN or a short write): an
     /// edge-triggered EPOLLOUT is due when room comes back, even if no epoll_wait
     /// saw the socket unwritable in between.
-    send_blocked: std::sync::atomic::AtomicU64,
+    pub(crate) send_blocked: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
-enum SockKind {
+pub(crate) enum SockKind {
     /// Made, maybe bound, not yet listening or connected.
     Fresh,
     /// Shared by an AF_INET and an AF_INET6 socket listening on one port.
@@ -59,65 +49,27 @@ enum SockKind {
 }
 
 #[derive(Debug)]
-struct SockState {
-    kind: SockKind,
-    opts: TcpOptions,
-    bound: Option<SocketAddr>,
+pub(crate) struct SockState {
+    pub(crate) kind: SockKind,
+    pub(crate) opts: TcpOptions,
+    pub(crate) bound: Option<SocketAddr>,
     /// A UDP socket's connect(2) peer.
-    peer: Option<SocketAddr>,
-    rcvtimeo: Option<Duration>,
-    sndtimeo: Option<Duration>,
-    reuseaddr: bool,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) rcvtimeo: Option<Duration>,
+    pub(crate) sndtimeo: Option<Duration>,
+    pub(crate) reuseaddr: bool,
     v6only: bool,
-    linger: (i32, i32),
+    pub(crate) linger: (i32, i32),
     /// A non-blocking connect is under way (EALREADY on another connect).
-    connecting: bool,
+    pub(crate) connecting: bool,
 }
-
-/// An epoll instance: a real host epoll descriptor (for the host's descriptors)
-/// and the interest list of the stack's descriptors.
-#[derive(Debug)]
-pub struct EpollDesc {
-    interest: Mutex<HashMap<RawFd, Interest>>,
-    /// Fired by the network driver while a thread waits; registered in the host
-    /// epoll under [`WAKE_TAG`].
-    waker: Arc<Notifier>,
-    in_host: AtomicBool,
-    /// Host descriptors the program added to the host epoll (added less
-    /// deleted; one the host closed without a delete still counts).
-    host_watched: AtomicUsize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Interest {
-    events: u32,
-    data: u64,
-    /// EPOLLONESHOT fired: nothing more until EPOLL_CTL_MOD.
-    spent: bool,
-    /// EPOLLET: last readiness reported (EPOLLOUT is edge-triggered from it;
-    /// EPOLLIN stays level-triggered, which an edge-triggered program copes with).
-    last: u32,
-    /// The socket's `send_blocked` count when `last` was taken.
-    blocked_seen: u64,
-}
-
-/// epoll data of the waker inside the host epoll.
-pub const WAKE_TAG: u64 = u64::MAX - 0x726b;
-
-const IN: u32 = libc::EPOLLIN as u32;
-const OUT: u32 = libc::EPOLLOUT as u32;
-const ERR: u32 = libc::EPOLLERR as u32;
-const HUP: u32 = libc::EPOLLHUP as u32;
-const RDHUP: u32 = libc::EPOLLRDHUP as u32;
-const ET: u32 = libc::EPOLLET as u32;
-const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 
 thread_local! {
     static WAKER: RefCell<Option<Arc<Notifier>>> = const { RefCell::new(None) };
 }
 
 /// This thread's notifier (made at first use).
-fn thread_waker() -> SysResult<Arc<Notifier>> {
+pub(crate) fn thread_waker() -> SysResult<Arc<Notifier>> {
     WAKER.with(|w| {
         let mut w = w.borrow_mut();
         if let Some(n) = &*w {
@@ -233,7 +185,7 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
     .map_err(|e| format!("[net]: {e}"))
 }
 
-fn lock(s: &SockDesc) -> MutexGuard<'_, SockState> {
+pub(crate) fn lock(s: &SockDesc) -> MutexGuard<'_, SockState> {
     s.st.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -246,7 +198,7 @@ fn udp_bind(net: &Net, ip: Option<IpAddr>, port: u16) -> SysResult<UdpSocket> {
     Ok(u)
 }
 
-fn lock_l(l: &Mutex<TcpListener>) -> MutexGuard<'_, TcpListener> {
+pub(crate) fn lock_l(l: &Mutex<TcpListener>) -> MutexGuard<'_, TcpListener> {
     l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -739,7 +691,7 @@ impl Runtime {
         }))
     }
 
-    fn send_blocked(&self, fd: RawFd) -> u64 {
+    pub(crate) fn send_blocked(&self, fd: RawFd) -> u64 {
         match self.desc(fd).as_deref().map(|d| &d.kind) {
             Some(Kind::Sock(s)) => s.send_blocked.load(Ordering::SeqCst),
             _ => 0,
@@ -1199,274 +1151,6 @@ impl Runtime {
         Some(Ok(()))
     }
 
-    /// Readiness of one of our descriptors, as epoll bits (poll's POLLIN etc.
-    /// have the same values).
-    pub fn readiness(&self, fd: RawFd) -> Option<u32> {
-        let d = self.desc(fd)?;
-        if self.alive().is_err() {
-            return Some(ERR);
-        }
-        Some(match &d.kind {
-            Kind::File(_) => IN | OUT,
-            Kind::Epoll(e) => {
-                if self.epoll_collect(e, 1, false).is_empty() {
-                    0
-                } else {
-                    IN
-                }
-            }
-            Kind::Sock(s) => match &lock(s).kind {
-                SockKind::Fresh => {
-                    if s.dgram {
-                        OUT
-                    } else {
-                        OUT | HUP
-                    }
-                }
-                SockKind::Listening(l) => {
-                    if lock_l(l).acceptable() {
-                        IN
-                    } else {
-                        0
-                    }
-                }
-                SockKind::Stream(t) => match t.connect_result() {
-                    None => 0,
-                    Some(Err(_)) => ERR | HUP | OUT,
-                    Some(Ok(())) => {
-                        let (r, w) = t.readiness();
-                        (if r { IN } else { 0 }) | (if w { OUT } else { 0 })
-                    }
-                },
-                SockKind::Udp(u) => {
-                    (if u.readable() { IN } else { 0 }) | if u.writable() { OUT } else { 0 }
-                }
-            },
-        })
-    }
-
-    /// Registers the new host epoll descriptor `epfd` (from epoll_create): the
-    /// stack's descriptors added to it are watched here.
-    pub fn epoll_created(&self, epfd: RawFd) -> SysResult<()> {
-        let waker = Arc::new(Notifier::new().map_err(|e| rktio_sys::errno_of(&e.source))?);
-        let d = self.new_desc(
-            Kind::Epoll(EpollDesc {
-                interest: Mutex::new(HashMap::new()),
-                waker,
-                in_host: AtomicBool::new(false),
-                host_watched: AtomicUsize::new(0),
-            }),
-            libc::O_RDWR,
-        );
-        self.insert(epfd, d);
-        Ok(())
-    }
-
-    /// epoll_ctl(2) for one of our descriptors in an epoll of ours. `None`: a
-    /// host descriptor (or a host epoll), for the host's epoll_ctl.
-    pub fn epoll_ctl(
-        &self,
-        epfd: RawFd,
-        op: i32,
-        fd: RawFd,
-        ev: Option<EpollEvent>,
-    ) -> Option<SysResult<()>> {
-        let ed = self.desc(epfd)?;
-        let Kind::Epoll(e) = &ed.kind else {
-            return Some(Err(EINVAL));
-        };
-        let target = self.desc(fd)?;
-        if let Kind::File(_) = &target.kind {
-            // As Linux: regular files cannot be watched.
-            return Some(Err(libc::EPERM));
-        }
-        if fd == epfd {
-            return Some(Err(EINVAL));
-        }
-        let mut g = e
-            .interest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(match op {
-            libc::EPOLL_CTL_ADD => {
-                let Some(ev) = ev else {
-                    return Some(Err(libc::EFAULT));
-                };
-                match g.entry(fd) {
-                    std::collections::hash_map::Entry::Occupied(_) => Err(libc::EEXIST),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(Interest {
-                            events: ev.events,
-                            data: ev.data,
-                            spent: false,
-                            last: 0,
-                            blocked_seen: 0,
-                        });
-                        Ok(())
-                    }
-                }
-            }
-            libc::EPOLL_CTL_MOD => {
-                let Some(ev) = ev else {
-                    return Some(Err(libc::EFAULT));
-                };
-                match g.get_mut(&fd) {
-                    Some(i) => {
-                        *i = Interest {
-                            events: ev.events,
-                            data: ev.data,
-                            spent: false,
-                            last: 0,
-                            blocked_seen: 0,
-                        };
-                        Ok(())
-                    }
-                    None => Err(libc::ENOENT),
-                }
-            }
-            libc::EPOLL_CTL_DEL => {
-                if g.remove(&fd).is_some() {
-                    Ok(())
-                } else {
-                    Err(libc::ENOENT)
-                }
-            }
-            _ => Err(EINVAL),
-        })
-    }
-
-    fn epoll_collect(&self, e: &EpollDesc, max: usize, consume: bool) -> Vec<EpollEvent> {
-        let snapshot: Vec<(RawFd, Interest)> = e
-            .interest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        let mut out = Vec::new();
-        for (fd, i) in snapshot {
-            if out.len() >= max {
-                break;
-            }
-            if i.spent {
-                continue;
-            }
-            let Some(now) = self.readiness(fd) else {
-                continue;
-            };
-            let wanted = i.events & (IN | OUT | RDHUP | libc::EPOLLPRI as u32);
-            let mut ev = now & (wanted | ERR | HUP);
-            let blocked = self.send_blocked(fd);
-            if i.events & ET != 0 {
-                // EPOLLOUT only when it comes back: after it was last reported
-                // and a send found no room since, it has.
-                if i.last & OUT != 0 && blocked == i.blocked_seen {
-                    ev &= !OUT;
-                }
-            }
-            if consume {
-                let mut g = e
-                    .interest
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(x) = g.get_mut(&fd) {
-                    x.last = now;
-                    x.blocked_seen = blocked;
-                    if ev != 0 && i.events & ONESHOT != 0 {
-                        x.spent = true;
-                    }
-                }
-            }
-            if ev != 0 {
-                out.push(EpollEvent {
-                    events: ev,
-                    data: i.data,
-                });
-            }
-        }
-        out
-    }
-
-    /// Ready events of our descriptors in epoll `epfd` (at most `max`).
-    pub fn epoll_ready(&self, epfd: RawFd, max: usize) -> Option<Vec<EpollEvent>> {
-        let d = self.desc(epfd)?;
-        let Kind::Epoll(e) = &d.kind else { return None };
-        Some(self.epoll_collect(e, max, true))
-    }
-
-    /// For epoll_wait: whether the epoll has any of our descriptors, its waker
-    /// descriptor, and whether the waker still has to be added to the host epoll
-    /// (done once, with data [`WAKE_TAG`]).
-    pub fn epoll_waker(&self, epfd: RawFd) -> Option<(bool, RawFd, bool)> {
-        let d = self.desc(epfd)?;
-        let Kind::Epoll(e) = &d.kind else { return None };
-        let any = !e
-            .interest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty();
-        let first = !e.in_host.swap(true, Ordering::SeqCst);
-        Some((any, e.waker.as_fd().as_raw_fd(), first))
-    }
-
-    /// The host's epoll_ctl `op` on a host descriptor in epoll `epfd` of ours
-    /// succeeded.
-    pub fn epoll_host_changed(&self, epfd: RawFd, op: i32) {
-        if let Some(d) = self.desc(epfd)
-            && let Kind::Epoll(e) = &d.kind
-        {
-            match op {
-                libc::EPOLL_CTL_ADD => {
-                    e.host_watched.fetch_add(1, Ordering::SeqCst);
-                }
-                libc::EPOLL_CTL_DEL => {
-                    let _ = e
-                        .host_watched
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Does epoll `epfd` watch any host descriptor of the program's? If not,
-    /// an epoll_wait that found ours ready need not ask the host.
-    pub fn epoll_watches_host(&self, epfd: RawFd) -> bool {
-        match self.desc(epfd) {
-            Some(d) => match &d.kind {
-                Kind::Epoll(e) => e.host_watched.load(Ordering::SeqCst) > 0,
-                _ => true,
-            },
-            None => true,
-        }
-    }
-
-    /// Drains epoll `epfd`'s waker after it fired.
-    pub fn epoll_drain(&self, epfd: RawFd) {
-        if let Some(d) = self.desc(epfd)
-            && let Kind::Epoll(e) = &d.kind
-        {
-            e.waker.drain();
-        }
-    }
-
-    /// Keeps `n` notified while the guard lives (None: no network yet, nothing of
-    /// ours can change by itself).
-    pub fn watch_epoll(&self, epfd: RawFd) -> Option<rktio_net::Watch> {
-        let d = self.desc(epfd)?;
-        let Kind::Epoll(e) = &d.kind else { return None };
-        let net = self.net.get()?.as_ref()?;
-        Some(net.watch(&e.waker))
-    }
-
-    /// For poll/select: this thread's waker, registered while the guard lives.
-    pub fn watch_thread(&self) -> Option<(RawFd, rktio_net::Watch, Arc<Notifier>)> {
-        let net = self.net.get()?.as_ref()?;
-        let w = thread_waker().ok()?;
-        let g = net.watch(&w);
-        Some((w.as_fd().as_raw_fd(), g, w))
-    }
-
     /// At exit: closes every socket of ours and waits (at most `limit`) for
     /// what they queued to be delivered.
     pub fn close_sockets(&self, limit: Duration) {
@@ -1484,28 +1168,10 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn forget_in_epolls(&self, fd: RawFd) {
-        // Linux drops a closed descriptor from every epoll it was in.
-        for d in self.fds().values() {
-            if let Kind::Epoll(e) = &d.kind {
-                e.interest
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&fd);
-            }
-        }
-    }
-
     /// Is `fd` a socket of ours?
     pub fn is_socket(&self, fd: RawFd) -> bool {
         self.desc(fd)
             .is_some_and(|d| matches!(d.kind, Kind::Sock(_)))
-    }
-
-    /// Is `fd` an epoll of ours?
-    pub fn is_epoll(&self, fd: RawFd) -> bool {
-        self.desc(fd)
-            .is_some_and(|d| matches!(d.kind, Kind::Epoll(_)))
     }
 }
 
