@@ -107,6 +107,14 @@ pub trait Nic: Send + std::fmt::Debug {
     /// Called before parking on [`Nic::wait_fd`]: clears stale wake-ups (and, for
     /// queues with a need-wakeup flag, asks the host to wake us).
     fn prepare_wait(&mut self) {}
+    /// From now on `flush` leaves the host call that makes the host send (an
+    /// AF_XDP kick) to [`Nic::take_kick`], for a caller that makes it outside
+    /// its locks (the driver).
+    fn defer_kicks(&mut self) {}
+    /// The kick `flush` left, if any: the caller sends it.
+    fn take_kick(&mut self) -> Option<rktio_sys::XdpKick> {
+        None
+    }
 }
 
 impl Nic for Box<dyn Nic> {
@@ -136,5 +144,11 @@ impl Nic for Box<dyn Nic> {
     }
     fn prepare_wait(&mut self) {
         (**self).prepare_wait()
+    }
+    fn defer_kicks(&mut self) {
+        (**self).defer_kicks()
+    }
+    fn take_kick(&mut self) -> Option<rktio_sys::XdpKick> {
+        (**self).take_kick()
     }
 }

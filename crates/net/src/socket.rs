@@ -541,16 +541,28 @@ const LOCK_SPINS: u32 = 16;
 /// The driver: poll while busy, spin a little when idle, then park.
 fn drive(shared: &Shared, wake: Option<rktio_sys::InternalFd>, cfg: PollConfig) {
     let mut idle_since: Option<Instant> = None;
+    // The NIC's kick (the host call that sends, and in AF_XDP copy mode on a
+    // veth runs the receiver's stack too) is made after the lock is let go,
+    // so the program's threads are not kept waiting on it.
+    shared.lock().stack.nic_mut().defer_kicks();
+    let send = |kick: Option<rktio_sys::XdpKick>| {
+        if let Some(k) = kick
+            && let Err(e) = k.send()
+        {
+            tracing::warn!("network driver: {e}");
+        }
+    };
     while !shared.stop.load(Ordering::SeqCst) {
-        let moved = {
+        let (moved, kick) = {
             let mut c = shared.lock();
             let moved = c.stack.poll();
             if moved {
                 c.reap();
                 shared.changed();
             }
-            moved
+            (moved, c.stack.nic_mut().take_kick())
         };
+        send(kick);
         if moved {
             shared.notify_watchers();
         }
@@ -566,20 +578,22 @@ fn drive(shared: &Shared, wake: Option<rktio_sys::InternalFd>, cfg: PollConfig) 
         // Park: announce it, clear stale wake-ups, poll once more (anything a
         // program did before seeing `parked` is picked up here), then sleep.
         shared.parked.store(true, Ordering::SeqCst);
-        let delay = {
+        let (delay, kick) = {
             let mut c = shared.lock();
             c.stack.nic_mut().prepare_wait();
             shared.kick.drain();
             let moved = c.stack.poll();
             c.reap();
-            if moved {
+            let delay = if moved {
                 shared.changed();
                 shared.notify_watchers();
                 Some(Duration::ZERO)
             } else {
                 c.stack.poll_delay()
-            }
+            };
+            (delay, c.stack.nic_mut().take_kick())
         };
+        send(kick);
         let delay = delay.map_or(cfg.max_park, |d| d.min(cfg.max_park));
         if !delay.is_zero() {
             let mut fds = vec![shared.kick.as_fd()];

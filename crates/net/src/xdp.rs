@@ -20,6 +20,9 @@ pub struct XdpNic {
     mtu: usize,
     mac: [u8; 6],
     stats: NicStats,
+    /// `flush` leaves its kick in `kick` (see `Nic::defer_kicks`).
+    defer: bool,
+    kick: Option<rktio_sys::XdpKick>,
     // Last: detaches the program once the sockets are closed.
     _prog: XdpProgram,
 }
@@ -46,6 +49,8 @@ impl XdpNic {
             mtu,
             mac,
             stats: NicStats::default(),
+            defer: false,
+            kick: None,
             _prog: prog,
         })
     }
@@ -128,9 +133,21 @@ impl Nic for XdpNic {
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.socks[0].flush() {
+        if self.defer {
+            if let Some(k) = self.socks[0].publish() {
+                self.kick = Some(k);
+            }
+        } else if let Err(e) = self.socks[0].flush() {
             tracing::warn!("xdp: {e}");
         }
+    }
+
+    fn defer_kicks(&mut self) {
+        self.defer = true;
+    }
+
+    fn take_kick(&mut self) -> Option<rktio_sys::XdpKick> {
+        self.kick.take()
     }
 
     fn rx_ready(&self) -> bool {

@@ -34,8 +34,8 @@ pub use slot::{
 pub use spare::{after_failed_exec, before_exec, claim_spare, host_closed, is_spare, set_cloexec};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
 pub use xdp::{
-    XDP_MAX_QUEUES, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats, enter_netns, if_index,
-    if_mac, open_xdp,
+    XDP_MAX_QUEUES, XdpConfig, XdpKick, XdpMode, XdpProgram, XdpSocket, XdpStats, enter_netns,
+    if_index, if_mac, open_xdp,
 };
 
 /// Size of one block everywhere in rkt-io.

@@ -519,7 +519,8 @@ pub struct XdpSocket {
     comp: Ring,
     rx: Ring,
     tx: Ring,
-    fd: crate::InternalFd,
+    /// Shared with the kicks handed out by `publish`.
+    fd: std::sync::Arc<crate::InternalFd>,
     umem: HostBuffers,
     /// Frames 0..ring receive, ring..2*ring send.
     frames: u32,
@@ -690,7 +691,7 @@ impl XdpSocket {
             comp,
             rx,
             tx,
-            fd: crate::InternalFd::new(fd),
+            fd: std::sync::Arc::new(crate::InternalFd::new(fd)),
             umem,
             frames,
             rx_in_kernel: vec![false; ring as usize],
@@ -862,42 +863,66 @@ impl XdpSocket {
     /// Publishes queued frames and, when the kernel asks for it (always in copy
     /// mode), kicks it with one sendto(2): one host call per batch.
     pub fn flush(&mut self) -> Result<()> {
+        if let Some(k) = self.publish() {
+            k.send()?;
+            self.reclaim();
+        }
+        Ok(())
+    }
+
+    /// Publishes queued frames and takes back completed ones; returns the kick
+    /// the kernel wants (always in copy mode, where the kick does the sending),
+    /// for the caller to make once it has let go of its locks: in copy mode on
+    /// a veth the kick runs the receiving side's network stack too.
+    pub fn publish(&mut self) -> Option<XdpKick> {
         if self.tx_pending > 0 {
             let n = self.tx_pending;
             self.tx_pending = 0;
             self.tx.publish_producer(n);
         }
-        if self.tx.needs_wakeup() && self.tx_in_kernel.iter().any(|&b| b) {
-            count(HostCall::NetSend);
-            // SAFETY: sendto with a null buffer of length 0 and no address: the
-            // kernel reads no memory of ours; it only processes the tx ring.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_sendto,
-                    self.fd.as_raw_fd(),
-                    std::ptr::null::<libc::c_void>(),
-                    0usize,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null::<libc::sockaddr>(),
-                    0 as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => {}
-                    _ => return Err(HostError::new("xdp tx kick", e)),
-                }
-            }
-        }
         self.reclaim();
-        Ok(())
+        (self.tx.needs_wakeup() && self.tx_in_kernel.iter().any(|&b| b))
+            .then(|| XdpKick(self.fd.clone()))
     }
 
     /// Before parking: if the kernel wants a wake-up to fill its receive queue
     /// (zero-copy drivers set the flag), polling the socket gives it one.
     pub fn rx_needs_wakeup(&self) -> bool {
         self.fill.needs_wakeup()
+    }
+}
+
+/// A transmit kick for an AF_XDP socket (see [`XdpSocket::publish`]); it holds
+/// the socket's descriptor open.
+#[derive(Debug, Clone)]
+pub struct XdpKick(std::sync::Arc<crate::InternalFd>);
+
+impl XdpKick {
+    /// The kick: one sendto(2) that makes the kernel process the tx ring.
+    pub fn send(&self) -> Result<()> {
+        count(HostCall::NetSend);
+        // SAFETY: sendto with a null buffer of length 0 and no address on a
+        // descriptor this value holds open: the kernel reads no memory of ours;
+        // it only processes the tx ring.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                self.0.as_raw_fd(),
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+                libc::MSG_DONTWAIT,
+                std::ptr::null::<libc::sockaddr>(),
+                0 as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => {}
+                _ => return Err(HostError::new("xdp tx kick", e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -967,7 +992,7 @@ impl XdpSocket {
             comp: Ring::heap(ring, 8),
             rx: Ring::heap(ring, 16),
             tx: Ring::heap(ring, 16),
-            fd: crate::InternalFd::new(null()),
+            fd: std::sync::Arc::new(crate::InternalFd::new(null())),
             umem: HostBuffers::new(frames as usize).expect("umem"),
             frames,
             rx_in_kernel: vec![false; ring as usize],
