@@ -881,8 +881,10 @@ impl XdpSocket {
             self.tx.publish_producer(n);
         }
         self.reclaim();
-        (self.tx.needs_wakeup() && self.tx_in_kernel.iter().any(|&b| b))
-            .then(|| XdpKick(self.fd.clone()))
+        // Any send frame out of the free list is the kernel's (one count, not a
+        // scan of the ring's flags on every poll).
+        let in_kernel = self.tx_free.len() < (self.frames - self.ring_size()) as usize;
+        (self.tx.needs_wakeup() && in_kernel).then(|| XdpKick(self.fd.clone()))
     }
 
     /// Before parking: if the kernel wants a wake-up to fill its receive queue
