@@ -50,6 +50,19 @@ pub(crate) struct Interest {
     pub(crate) blocked_seen: u64,
 }
 
+impl Interest {
+    /// A fresh interest (ADD, or MOD, which starts the edge tracking over).
+    fn new(ev: EpollEvent) -> Self {
+        Interest {
+            events: ev.events,
+            data: ev.data,
+            spent: false,
+            last: 0,
+            blocked_seen: 0,
+        }
+    }
+}
+
 /// epoll data of the waker inside the host epoll.
 pub const WAKE_TAG: u64 = u64::MAX - 0x726b;
 
@@ -164,13 +177,7 @@ impl Runtime {
                 match g.entry(fd) {
                     std::collections::hash_map::Entry::Occupied(_) => Err(libc::EEXIST),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(Interest {
-                            events: ev.events,
-                            data: ev.data,
-                            spent: false,
-                            last: 0,
-                            blocked_seen: 0,
-                        });
+                        v.insert(Interest::new(ev));
                         Ok(())
                     }
                 }
@@ -181,13 +188,7 @@ impl Runtime {
                 };
                 match g.get_mut(&fd) {
                     Some(i) => {
-                        *i = Interest {
-                            events: ev.events,
-                            data: ev.data,
-                            spent: false,
-                            last: 0,
-                            blocked_seen: 0,
-                        };
+                        *i = Interest::new(ev);
                         Ok(())
                     }
                     None => Err(libc::ENOENT),
