@@ -23,6 +23,19 @@ pub struct EpollEvent {
     pub data: u64,
 }
 
+/// What epoll_wait needs to know of an epoll of ours (see
+/// [`Runtime::epoll_waker`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EpollWaker {
+    /// The waker's descriptor, registered in the host epoll under [`WAKE_TAG`].
+    pub fd: RawFd,
+    /// The waker still has to be added to the host epoll (done once).
+    pub first: bool,
+    /// The host epoll holds descriptors of the program's: an epoll_wait that
+    /// found ours ready still asks the host for theirs.
+    pub watches_host: bool,
+}
+
 /// An epoll instance: a real host epoll descriptor (for the host's descriptors)
 /// and the interest list of the stack's descriptors.
 #[derive(Debug)]
@@ -269,19 +282,15 @@ impl Runtime {
         Some(self.epoll_collect(e, max, true))
     }
 
-    /// For epoll_wait: whether the epoll has any of our descriptors, its waker
-    /// descriptor, and whether the waker still has to be added to the host epoll
-    /// (done once, with data [`WAKE_TAG`]).
-    pub fn epoll_waker(&self, epfd: RawFd) -> Option<(bool, RawFd, bool)> {
+    /// For epoll_wait, one look at epoll `epfd` (None: not an epoll of ours).
+    pub fn epoll_waker(&self, epfd: RawFd) -> Option<EpollWaker> {
         let d = self.desc(epfd)?;
         let Kind::Epoll(e) = &d.kind else { return None };
-        let any = !e
-            .interest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty();
-        let first = !e.in_host.swap(true, Ordering::SeqCst);
-        Some((any, e.waker.as_fd().as_raw_fd(), first))
+        Some(EpollWaker {
+            fd: e.waker.as_fd().as_raw_fd(),
+            first: !e.in_host.swap(true, Ordering::SeqCst),
+            watches_host: e.host_watched.load(Ordering::SeqCst) > 0,
+        })
     }
 
     /// The host's epoll_ctl `op` on a host descriptor in epoll `epfd` of ours
@@ -301,18 +310,6 @@ impl Runtime {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// Does epoll `epfd` watch any host descriptor of the program's? If not,
-    /// an epoll_wait that found ours ready need not ask the host.
-    pub fn epoll_watches_host(&self, epfd: RawFd) -> bool {
-        match self.desc(epfd) {
-            Some(d) => match &d.kind {
-                Kind::Epoll(e) => e.host_watched.load(Ordering::SeqCst) > 0,
-                _ => true,
-            },
-            None => true,
         }
     }
 

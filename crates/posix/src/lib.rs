@@ -39,7 +39,7 @@ mod unix;
 
 pub use descriptors::Desc;
 pub use dirs::d_type;
-pub use epoll::{EpollEvent, WAKE_TAG};
+pub use epoll::{EpollEvent, EpollWaker, WAKE_TAG};
 pub use locks::{FlockArgs, LockCmd};
 pub use paths::{PathIs, PathOp, PathOut};
 pub use sock::SockAddr;

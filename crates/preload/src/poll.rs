@@ -357,8 +357,9 @@ pub(crate) fn mixed_epoll_wait(
             };
         }
         let k = ours.len();
-        if let Some((_, wfd, first)) = rt.epoll_waker(epfd)
-            && first
+        let waker = rt.epoll_waker(epfd);
+        if let Some(w) = waker
+            && w.first
         {
             let mut wev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
@@ -369,11 +370,11 @@ pub(crate) fn mixed_epoll_wait(
                 fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int,
                 epfd,
                 libc::EPOLL_CTL_ADD,
-                wfd,
+                w.fd,
                 &mut wev
             );
         }
-        if k > 0 && !rt.epoll_watches_host(epfd) {
+        if k > 0 && waker.is_some_and(|w| !w.watches_host) {
             // Ours are ready and the host has nothing of the program's to add:
             // no host call.
             return k as c_int;

@@ -98,15 +98,16 @@ pub(crate) fn take(cloexec: bool, host_lowest: impl FnOnce() -> Option<RawFd>) -
         // None below: the new slot is a spare now, the lowest spare the answer.
         keep(&mut s, n, cloexec);
     }
-    let had = s.remove(&low)?;
-    unmark(low);
-    if had != cloexec && set_host_cloexec(low, cloexec).is_ok() {
+    let had = *s.get(&low)?;
+    if had != cloexec {
+        if set_host_cloexec(low, cloexec).is_err() {
+            // The flag could not be changed: a fresh slot instead.
+            return None;
+        }
         note_cloexec(low, cloexec);
-    } else if had != cloexec {
-        // The flag could not be changed: hand out a fresh slot instead.
-        keep(&mut s, low, had);
-        return None;
     }
+    s.remove(&low);
+    unmark(low);
     Some(low)
 }
 
