@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 use rktio_blk::BlockQueue;
-use rktio_seal::{BLOCK_SIZE, Block, SealError, SealedDisk};
+use rktio_seal::{BLOCK_SIZE, Block, SealError, SealedCompletion, SealedDisk};
 use rsext4::{
     BlockIo, DeviceCapabilities, DeviceGeometry, Ext4Error, Ext4Result, SectorId, WriteFlags,
 };
@@ -64,6 +64,9 @@ pub struct PageCache<Q: BlockQueue> {
     /// writes, evictions), which dirty pages alone do not show.
     room: u64,
 }
+
+/// Pages written back per batch.
+const WRITE_BACK_CHUNK: usize = 8192;
 
 impl<Q: BlockQueue> std::fmt::Debug for PageCache<Q> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -368,62 +371,90 @@ impl<Q: BlockQueue> PageCache<Q> {
     /// Writes every dirty page back (in block order, in batches of the queue depth).
     pub fn write_back(&mut self) -> Result<(), SealError> {
         let lbas: Vec<u64> = self.dirty.iter().copied().collect();
-        // Keep the queue full but no deeper: reap completions as we go (letting
-        // thousands of completions pile up in the sealed disk is far slower).
-        let depth = self.disk.queue().depth().max(2);
-        let mut done = Vec::new();
-        for chunk in lbas.chunks(8192) {
-            let mut first_err = None;
-            done.clear();
-            for (i, lba) in chunk.iter().enumerate() {
-                let Some(p) = self.pages.peek(lba) else {
-                    continue;
-                };
-                while first_err.is_none() && self.disk.outstanding() >= depth {
-                    if let Err(e) = self.disk.poll(1, &mut done) {
-                        first_err = Some(e);
-                    }
-                }
-                if first_err.is_some() {
-                    break;
-                }
-                if let Err(e) = self.disk.submit_write(*lba, &p.data, i as u64) {
-                    first_err = Some(e);
-                    break;
-                }
-            }
-            while self.disk.outstanding() > 0 {
-                if let Err(e) = self.disk.poll(1, &mut done) {
-                    first_err.get_or_insert(e);
-                    break;
-                }
-            }
-            // A failed write-back keeps its type (an I/O error reaches the
-            // program as EIO, not as EINVAL).
-            for c in done.drain(..) {
-                if let Err(e) = c.result {
-                    first_err.get_or_insert(e);
-                }
-            }
-            if let Some(e) = first_err {
-                return Err(e);
-            }
-            for lba in chunk {
-                if let Some(p) = self.pages.peek_mut(lba) {
-                    p.dirty = false;
-                }
-                self.dirty.remove(lba);
-            }
-            self.stats.writebacks += chunk.len() as u64;
+        for chunk in lbas.chunks(WRITE_BACK_CHUNK) {
+            let mut done = Vec::new();
+            let submitted = self.submit_chunk(chunk, &mut done);
+            self.finish_chunk(chunk, submitted, done)?;
         }
         Ok(())
     }
 
+    /// Submits the write-back of `chunk`, keeping the queue full but no deeper:
+    /// reaps completions as it goes (letting thousands of completions pile up in
+    /// the sealed disk is far slower). The first error stops it.
+    fn submit_chunk(
+        &mut self,
+        chunk: &[u64],
+        done: &mut Vec<SealedCompletion>,
+    ) -> Result<(), SealError> {
+        let depth = self.disk.queue().depth().max(2);
+        for (i, lba) in chunk.iter().enumerate() {
+            let Some(p) = self.pages.peek(lba) else {
+                continue;
+            };
+            while self.disk.outstanding() >= depth {
+                self.disk.poll(1, done)?;
+            }
+            self.disk.submit_write(*lba, &p.data, i as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the rest of `chunk`'s writes and marks its pages clean, or
+    /// returns the first error (a failed write-back keeps its type: an I/O error
+    /// reaches the program as EIO, not as EINVAL).
+    fn finish_chunk(
+        &mut self,
+        chunk: &[u64],
+        submitted: Result<(), SealError>,
+        mut done: Vec<SealedCompletion>,
+    ) -> Result<(), SealError> {
+        let mut first_err = submitted.err();
+        while self.disk.outstanding() > 0 {
+            if let Err(e) = self.disk.poll(1, &mut done) {
+                first_err.get_or_insert(e);
+                break;
+            }
+        }
+        for c in done.drain(..) {
+            if let Err(e) = c.result {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for lba in chunk {
+            if let Some(p) = self.pages.peek_mut(lba) {
+                p.dirty = false;
+            }
+            self.dirty.remove(lba);
+        }
+        self.stats.writebacks += chunk.len() as u64;
+        Ok(())
+    }
+
     /// Writes every dirty page back and commits the sealed disk. Returns the epoch.
+    /// The last batch of writes is still in flight when the commit starts, so a
+    /// commit that goes to the sealed disk's log writes its record alongside them.
     pub fn commit(&mut self) -> Result<u64, SealError> {
-        self.write_back()?;
+        let lbas: Vec<u64> = self.dirty.iter().copied().collect();
+        let mut chunks = lbas.chunks(WRITE_BACK_CHUNK).peekable();
+        let mut done = Vec::new();
+        while let Some(chunk) = chunks.next() {
+            let submitted = self.submit_chunk(chunk, &mut done);
+            if submitted.is_ok() && chunks.peek().is_none() {
+                break;
+            }
+            self.finish_chunk(chunk, submitted, std::mem::take(&mut done))?;
+        }
         let before = self.disk.stats().commits;
-        let epoch = self.disk.commit()?;
+        let committed = self.disk.commit();
+        if let Some(last) = lbas.chunks(WRITE_BACK_CHUNK).last() {
+            // Inside the commit the writes finished; their completions are here.
+            self.finish_chunk(last, Ok(()), done)?;
+        }
+        let epoch = committed?;
         if self.disk.stats().commits > before {
             self.stats.commits += 1;
         }

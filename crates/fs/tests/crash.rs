@@ -7,6 +7,9 @@
 //!   the last fsync/sync that returned (so every fsynced byte is there, and no
 //!   operation is half done);
 //! - after unmount, `e2fsck -fn` on the unsealed image is clean.
+//!
+//! A third of the workloads commit through the sealed disk's log, a third
+//! checkpoint after every two records, a third checkpoint at every commit.
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
@@ -243,12 +246,16 @@ fn read_tree<Q: rktio_blk::BlockQueue + Send>(fs: &Ext4Fs<Q>, dir: &str, out: &m
     fs.close(&d).unwrap();
 }
 
+/// Mounts through the fault injector. The sealed disk's log holds up to
+/// `log_limit` commits before one checkpoints (0: every commit checkpoints).
 fn mount_faulty(
     media: &MemDisk,
     ctl: &FaultControl,
+    log_limit: usize,
 ) -> Option<Ext4Fs<FaultyQueue<rktio_blk::MemQueue>>> {
     let q = FaultyQueue::new(media.queue(16).unwrap(), ctl.clone()).unwrap();
-    let d = SealedDisk::open(q, &key(), &SealOpen::default()).ok()?;
+    let mut d = SealedDisk::open(q, &key(), &SealOpen::default()).ok()?;
+    d.set_log_limit(log_limit);
     Ext4Fs::mount(
         d,
         MountOptions {
@@ -270,10 +277,13 @@ fn power_cut_at_every_write_of_200_workloads() {
     let (mut cuts, mut fscks, mut rolled_forward) = (0u64, 0u64, 0u64);
     for seed in 0..workloads {
         let ops = workload(seed);
+        // A third each: through the log, a checkpoint every two records, a
+        // checkpoint every commit.
+        let log_limit = [rktio_seal::LOG_RECORDS, 2, 0][(seed % 3) as usize];
         // Dry run without faults: how many writes reach the device?
         let media = base.deep_copy();
         let ctl = FaultControl::default();
-        let fs = mount_faulty(&media, &ctl).unwrap();
+        let fs = mount_faulty(&media, &ctl, log_limit).unwrap();
         let (snaps, _, finished) = run(&fs, &ops);
         assert!(finished, "workload {seed} failed without faults");
         fs.unmount().unwrap();
@@ -287,7 +297,7 @@ fn power_cut_at_every_write_of_200_workloads() {
                 after_writes: cut,
                 seed: seed * 1_000_003 + cut,
             });
-            let (got, durable) = match mount_faulty(&media, &ctl) {
+            let (got, durable) = match mount_faulty(&media, &ctl, log_limit) {
                 Some(fs) => {
                     let (s, d, _) = run(&fs, &ops);
                     let _ = fs.unmount();
@@ -345,7 +355,7 @@ fn power_cut_at_every_write_of_200_workloads() {
 fn a_failed_write_back_is_eio() {
     let media = new_fs_disk(16);
     let ctl = FaultControl::default();
-    let fs = mount_faulty(&media, &ctl).unwrap();
+    let fs = mount_faulty(&media, &ctl, rktio_seal::LOG_RECORDS).unwrap();
     let f = fs
         .open(b"/f", &OpenOptions::read_write_create(0o644))
         .unwrap();

@@ -55,6 +55,19 @@ impl Allocator {
         }
     }
 
+    /// While replaying the log at open: a block the checkpoint (or an earlier
+    /// record) referenced is no longer referenced; false if it was not in use.
+    pub(crate) fn release_committed(&mut self, phys: u64) -> bool {
+        match self.state.get_mut(phys as usize) {
+            Some(s) if *s == COMMITTED => {
+                *s = FREE;
+                self.free += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn free_blocks(&self) -> u64 {
         self.free
     }

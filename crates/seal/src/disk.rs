@@ -2,8 +2,8 @@
 
 use crate::alloc::Allocator;
 use crate::format::{
-    self, Entry, FANOUT, Header, Kdf, MAC_OFFSET, SUPERBLOCK_SLOTS, Superblock, encode_node,
-    tier_lengths,
+    self, Entry, FANOUT, Header, Kdf, LogRecord, MAC_OFFSET, RECORD_BODY, RECORD_ENTRIES,
+    RECORD_NONCE_LEN, SUPERBLOCK_SLOTS, Superblock, encode_node, tier_lengths,
 };
 use crate::keys::{self, Argon2Params, KeySource, Keys, Master};
 use crate::{BLOCK_SIZE, Block, SealError};
@@ -18,6 +18,27 @@ use zeroize::Zeroizing;
 const NONCE_RESERVE: u64 = 1 << 32;
 /// Lower-queue tag of flushes.
 const FLUSH_USER: u64 = u64::MAX;
+/// Log records appended before a commit checkpoints instead (writes the map and a
+/// superblock): bounds the blocks the log holds and the reads an open replays.
+pub const LOG_RECORDS: usize = 256;
+/// The AAD tier byte of log records (map tiers are 1..=depth, far below).
+const LOG_TIER: u8 = 0xff;
+
+/// The log of commits since the last checkpoint (docs/FORMAT.md, "Protocol").
+#[derive(Debug, Default)]
+struct Log {
+    /// Block reserved for the next record (0: no log yet, a version 1 image).
+    next: u64,
+    /// Chain value the next record is bound to: the last record's tag, or the
+    /// first 16 bytes of the superblock's MAC.
+    prev: [u8; 16],
+    /// Blocks of the records since the checkpoint.
+    records: Vec<u64>,
+    /// The last record (its block, nonce, tag): names the committed state.
+    last: Option<Entry>,
+    /// Records before a commit checkpoints.
+    limit: usize,
+}
 
 /// Options for creating a sealed disk.
 #[derive(Debug, Clone, Copy)]
@@ -54,10 +75,13 @@ pub struct OpenOptions {
 pub struct DiskInfo {
     /// Image identity (hex).
     pub uuid: String,
-    /// Superblock writes so far.
+    /// Commits so far (superblocks and log records).
     pub epoch: u64,
-    /// The committed root entry (hex): pin it to demand freshness.
+    /// Names the committed state (hex): the root entry, or the last log record's
+    /// entry after it. Pin it to demand this exact state.
     pub root: String,
+    /// Log records since the last checkpoint.
+    pub log_records: u64,
     /// Data blocks offered.
     pub logical_blocks: u64,
     /// Blocks in the image.
@@ -87,6 +111,10 @@ pub struct SealStats {
     pub commits: u64,
     /// Map nodes written.
     pub map_writes: u64,
+    /// Commits that appended a log record (one block and one flush).
+    pub log_records: u64,
+    /// Commits that wrote the map and a superblock (two flushes).
+    pub checkpoints: u64,
 }
 
 /// A finished read or write.
@@ -153,6 +181,11 @@ pub struct SealedDisk<Q: BlockQueue> {
     alloc: Allocator,
     epoch: u64,
     committed_root: Entry,
+    /// Superblock slot of the newest superblock (the next goes to the other).
+    sb_slot: u64,
+    log: Log,
+    /// Data blocks written since the last commit.
+    since: BTreeSet<u64>,
     nonce_next: u64,
     nonce_limit: u64,
     read_only: bool,
@@ -187,6 +220,30 @@ fn nonce_bytes(n: u64) -> aead::Nonce {
     aead::Nonce::assume_unique_for_key(b)
 }
 
+/// A log record named as a map entry: its block, the first 8 bytes of its nonce,
+/// its tag.
+fn record_id(at: u64, nonce: &[u8; RECORD_NONCE_LEN], tag: [u8; 16]) -> Entry {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&nonce[..8]);
+    Entry {
+        phys: at,
+        nonce: u64::from_le_bytes(n),
+        tag,
+    }
+}
+
+/// Additional data of a log record: the image, the epoch it commits, the chain
+/// value before it, and the block it sits in.
+fn record_aad(uuid: &[u8; 16], epoch: u64, prev: &[u8; 16], at: u64) -> aead::Aad<[u8; 49]> {
+    let mut a = [0u8; 49];
+    a[..16].copy_from_slice(uuid);
+    a[16] = LOG_TIER;
+    a[17..25].copy_from_slice(&epoch.to_le_bytes());
+    a[25..41].copy_from_slice(prev);
+    a[41..].copy_from_slice(&at.to_le_bytes());
+    aead::Aad::from(a)
+}
+
 fn aad(uuid: &[u8; 16], tier: u8, index: u64) -> aead::Aad<[u8; 25]> {
     let mut a = [0u8; 25];
     a[..16].copy_from_slice(uuid);
@@ -215,7 +272,8 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             header,
             logical,
             physical,
-            map_reserve: lens[1..].iter().sum::<u64>() + 1,
+            // Every map node, the next log record, and a new log head.
+            map_reserve: lens[1..].iter().sum::<u64>() + 3,
             tiers: lens
                 .iter()
                 .map(|n| vec![Entry::HOLE; *n as usize])
@@ -224,6 +282,12 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             alloc: Allocator::new(physical),
             epoch: 0,
             committed_root: Entry::HOLE,
+            sb_slot: SUPERBLOCK_SLOTS - 1,
+            log: Log {
+                limit: LOG_RECORDS,
+                ..Log::default()
+            },
+            since: BTreeSet::new(),
             nonce_next: 0,
             nonce_limit: 0,
             read_only: false,
@@ -283,7 +347,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         disk.flush_sync()?;
         let d = disk.depth();
         disk.dirty[d].insert(0);
-        disk.commit()?;
+        disk.checkpoint()?;
         Ok(disk)
     }
 
@@ -297,10 +361,10 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             rktio_blk::read_block(&mut q, slot, 0, &mut b)??;
             raw.push(b);
         }
-        let mut best: Option<(Superblock, Keys)> = None;
+        let mut best: Option<(Superblock, Keys, u64, [u8; 16])> = None;
         let mut first_err: Option<SealError> = None;
         let mut kek_cache: Option<(Header, Zeroizing<[u8; 32]>)> = None;
-        for b in &raw {
+        for (slot, b) in raw.iter().enumerate() {
             let header = match Superblock::decode_header(&b[..]) {
                 Ok(h) => h,
                 Err(e) => {
@@ -344,11 +408,13 @@ impl<Q: BlockQueue> SealedDisk<Q> {
                     continue;
                 }
             };
-            if best.as_ref().is_none_or(|(s, _)| sb.epoch > s.epoch) {
-                best = Some((sb, k));
+            if best.as_ref().is_none_or(|(s, ..)| sb.epoch > s.epoch) {
+                let mut mac = [0u8; 16];
+                mac.copy_from_slice(&b[MAC_OFFSET..MAC_OFFSET + 16]);
+                best = Some((sb, k, slot as u64, mac));
             }
         }
-        let Some((sb, keys)) = best else {
+        let Some((sb, keys, sb_slot, sb_mac)) = best else {
             return Err(first_err.unwrap_or_else(|| SealError::NotSealed("no superblock".into())));
         };
         if sb.physical > q.blocks() {
@@ -358,33 +424,163 @@ impl<Q: BlockQueue> SealedDisk<Q> {
                 q.blocks()
             )));
         }
-        if let Some(min) = opts.expect_epoch
-            && sb.epoch < min
-        {
-            return Err(SealError::Stale(format!(
-                "image epoch {} is older than the expected {min}: the host may have rolled the image back",
-                sb.epoch
-            )));
-        }
-        if let Some(root) = &opts.expect_root
-            && !root.eq_ignore_ascii_case(&sb.root.hex())
-        {
-            return Err(SealError::Stale(format!(
-                "image root {} (epoch {}) is not the expected {root}",
-                sb.root.hex(),
-                sb.epoch
-            )));
-        }
         let mut disk = Self::blank(q, keys, sb.header.clone(), sb.logical, sb.physical)?;
         disk.epoch = sb.epoch;
         disk.committed_root = sb.root;
+        disk.sb_slot = sb_slot;
         disk.nonce_next = sb.nonce_limit;
         disk.nonce_limit = sb.nonce_limit;
         disk.read_only = opts.read_only;
         let d = disk.depth();
         disk.tiers[d][0] = sb.root;
         disk.load_map()?;
+        disk.replay_log(sb.log_head, sb_mac)?;
+        // The pins cover the log: the epoch counts its records, and the root
+        // names its last one.
+        if let Some(min) = opts.expect_epoch
+            && disk.epoch < min
+        {
+            return Err(SealError::Stale(format!(
+                "image epoch {} is older than the expected {min}: the host may have rolled the image back",
+                disk.epoch
+            )));
+        }
+        if let Some(root) = &opts.expect_root
+            && !root.eq_ignore_ascii_case(&disk.root())
+        {
+            return Err(SealError::Stale(format!(
+                "image root {} (epoch {}) is not the expected {root}",
+                disk.root(),
+                disk.epoch
+            )));
+        }
         Ok(disk)
+    }
+
+    /// Reads the log after the superblock, as far as its records authenticate and
+    /// chain, and applies it to the map. The last record counts only if every
+    /// data block it names authenticates: a commit writes its record and its
+    /// data together and flushes once, so a power cut can leave the record
+    /// without its data.
+    fn replay_log(&mut self, head: u64, sb_mac: [u8; 16]) -> Result<(), SealError> {
+        self.log.next = head;
+        self.log.prev = sb_mac;
+        if head == 0 {
+            return Ok(());
+        }
+        if !self.alloc.claim_committed(head) {
+            return Err(SealError::Corrupt(format!(
+                "the log starts at block {head}, which the map uses"
+            )));
+        }
+        let mut records: Vec<(Entry, LogRecord)> = Vec::new();
+        let (mut at, mut prev, mut epoch) = (head, sb_mac, self.epoch);
+        let mut raw = Box::new([0u8; BLOCK_SIZE]);
+        // A chain cannot be longer than the blocks there are: stops a hostile loop.
+        while (records.len() as u64) < self.physical {
+            rktio_blk::read_block(&mut self.q, at, 0, &mut raw)??;
+            let Some((id, rec)) = self.open_record(&mut raw, at, epoch + 1, &prev) else {
+                break;
+            };
+            prev = id.tag;
+            epoch += 1;
+            at = rec.next;
+            records.push((id, rec));
+        }
+        if let Some((_, last)) = records.last() {
+            let items: Vec<(u8, u64, Entry)> = last
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.is_hole())
+                .map(|(lba, e)| (0u8, *lba, *e))
+                .collect();
+            let mut whole = true;
+            for chunk in items.chunks(1024) {
+                for r in self.read_batch(chunk)? {
+                    match r {
+                        Ok(b) => self.recycle(b),
+                        Err(SealError::Integrity { .. }) => whole = false,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if !whole {
+                tracing::warn!(
+                    "the last log record's data did not all reach the disk: opening at the commit before it"
+                );
+                records.pop();
+            }
+        }
+        let mut limit = self.nonce_limit;
+        for (id, rec) in records {
+            for (lba, e) in &rec.entries {
+                let old = self.tiers[0][*lba as usize];
+                if !old.is_hole() && !self.alloc.release_committed(old.phys) {
+                    return Err(SealError::Corrupt(format!(
+                        "log record at block {} replaces block {lba} whose old copy is not in use",
+                        id.phys
+                    )));
+                }
+                if !e.is_hole() && !self.alloc.claim_committed(e.phys) {
+                    return Err(SealError::Corrupt(format!(
+                        "block {} is referenced twice (log record at block {}, block {lba})",
+                        e.phys, id.phys
+                    )));
+                }
+                self.tiers[0][*lba as usize] = *e;
+                if self.depth() >= 1 {
+                    self.dirty[1].insert(lba / FANOUT);
+                }
+            }
+            if !self.alloc.claim_committed(rec.next) {
+                return Err(SealError::Corrupt(format!(
+                    "log record at block {} reserves block {}, which is in use",
+                    id.phys, rec.next
+                )));
+            }
+            limit = limit.max(rec.nonce_limit);
+            self.epoch += 1;
+            self.log.prev = id.tag;
+            self.log.next = rec.next;
+            self.log.records.push(id.phys);
+            self.log.last = Some(id);
+        }
+        self.nonce_limit = limit;
+        self.nonce_next = limit;
+        Ok(())
+    }
+
+    /// Authenticates and parses the record in `raw` (read from block `at`), which
+    /// must be the one for `epoch` chained to `prev`; `None` if it is not (the end
+    /// of the log: never written, torn, or not this chain's).
+    fn open_record(
+        &mut self,
+        raw: &mut Block,
+        at: u64,
+        epoch: u64,
+        prev: &[u8; 16],
+    ) -> Option<(Entry, LogRecord)> {
+        let nonce: [u8; RECORD_NONCE_LEN] = raw[..RECORD_NONCE_LEN].try_into().ok()?;
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&raw[BLOCK_SIZE - 16..]);
+        let body = &mut raw[RECORD_NONCE_LEN..RECORD_NONCE_LEN + RECORD_BODY];
+        self.keys
+            .log
+            .open_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                record_aad(&self.header.uuid, epoch, prev, at),
+                &tag,
+                body,
+            )
+            .ok()?;
+        match LogRecord::decode(body, self.logical, self.physical) {
+            Ok(r) => Some((record_id(at, &nonce, tag), r)),
+            Err(e) => {
+                // Authentic yet malformed: only our own bug could write it.
+                tracing::warn!("log record at block {at} authenticates but is malformed: {e}");
+                None
+            }
+        }
     }
 
     fn depth(&self) -> usize {
@@ -447,14 +643,22 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         self.logical
     }
 
-    /// The committed epoch.
+    /// The committed epoch: commits so far (superblocks and log records).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
 
-    /// The committed root (hex).
+    /// Names the committed state (hex): the root entry, or after log records the
+    /// last record's entry (which authenticates the whole chain back to the root).
     pub fn root(&self) -> String {
-        self.committed_root.hex()
+        self.log.last.unwrap_or(self.committed_root).hex()
+    }
+
+    /// Sets how many log records commits may append before one checkpoints
+    /// instead (default [`LOG_RECORDS`]; 0: every commit checkpoints, as format
+    /// version 1 did). Tests use small numbers to reach checkpoints often.
+    pub fn set_log_limit(&mut self, records: usize) {
+        self.log.limit = records;
     }
 
     /// Counters.
@@ -477,7 +681,8 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         DiskInfo {
             uuid: crate::hex::encode(&self.header.uuid),
             epoch: self.epoch,
-            root: self.committed_root.hex(),
+            root: self.root(),
+            log_records: self.log.records.len() as u64,
             logical_blocks: self.logical,
             physical_blocks: self.physical,
             depth: self.depth() as u32,
@@ -570,15 +775,20 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         Ok(n)
     }
 
-    /// Records a higher nonce limit in a durable superblock (same committed root).
+    /// Makes a higher nonce limit durable without committing anything new: a log
+    /// record with no entries, or (before the first log, on a version 1 image) a
+    /// superblock with the same root.
     fn reserve_nonces(&mut self) -> Result<(), SealError> {
         self.check_writable()?;
-        let limit = self
-            .nonce_next
-            .checked_add(NONCE_RESERVE)
-            .ok_or_else(|| SealError::NoSpace("nonce space exhausted".into()))?;
+        if self.nonce_next.checked_add(NONCE_RESERVE).is_none() {
+            return Err(SealError::NoSpace("nonce space exhausted".into()));
+        }
+        if self.log.next != 0 {
+            return self.write_record(Vec::new());
+        }
+        let limit = self.nonce_next + NONCE_RESERVE;
         let root = self.committed_root;
-        self.write_superblock(root, limit)
+        self.write_superblock(root, limit, 0)
     }
 
     fn check_writable(&self) -> Result<(), SealError> {
@@ -761,8 +971,15 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         }
     }
 
-    /// Writes a superblock for `root` at the next epoch, durably.
-    fn write_superblock(&mut self, root: Entry, nonce_limit: u64) -> Result<(), SealError> {
+    /// Writes a superblock for `root` at the next epoch, durably, into the slot the
+    /// newest one is not in; the log starts afresh at `log_head`. The caller makes
+    /// sure no log record is lost by it (the map holds them all).
+    fn write_superblock(
+        &mut self,
+        root: Entry,
+        nonce_limit: u64,
+        log_head: u64,
+    ) -> Result<(), SealError> {
         let epoch = self.epoch + 1;
         let sb = Superblock {
             header: self.header.clone(),
@@ -772,21 +989,105 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             nonce_limit,
             depth: self.depth() as u32,
             root,
+            log_head,
         };
         let mut b = sb.encode();
         let tag = hmac::sign(&self.keys.mac, &b[..MAC_OFFSET]);
         b[MAC_OFFSET..].copy_from_slice(tag.as_ref());
         *self.scratch = *b;
-        let res = self
-            .write_raw_sync(epoch % SUPERBLOCK_SLOTS)
-            .and_then(|()| self.flush_sync());
+        let slot = (self.sb_slot + 1) % SUPERBLOCK_SLOTS;
+        let res = self.write_raw_sync(slot).and_then(|()| self.flush_sync());
         if let Err(e) = res {
             self.poison(format!("superblock write failed: {e}"));
             return Err(e);
         }
+        self.sb_slot = slot;
         self.epoch = epoch;
         self.nonce_limit = nonce_limit;
         self.committed_root = root;
+        self.log.next = log_head;
+        self.log.prev.copy_from_slice(&tag.as_ref()[..16]);
+        self.log.records.clear();
+        self.log.last = None;
+        Ok(())
+    }
+
+    /// Appends a log record with `entries` and makes it durable with one flush.
+    /// Data writes still in flight are waited for but not flushed first: opening
+    /// checks the last record's data (see `replay_log`).
+    fn write_record(&mut self, entries: Vec<(u64, Entry)>) -> Result<(), SealError> {
+        let at = self.log.next;
+        if at == 0 || entries.len() > RECORD_ENTRIES {
+            return Err(SealError::Invalid(
+                "no room in the log for this record".into(),
+            ));
+        }
+        let next = self
+            .alloc
+            .alloc()
+            .ok_or_else(|| SealError::NoSpace("no free block for the log".into()))?;
+        // Records are sealed under their own key with random 96-bit nonces: a
+        // record rewritten after a crash never repeats one, and the data's counter
+        // needs no reservation for it.
+        let mut nonce = [0u8; RECORD_NONCE_LEN];
+        keys::fill_random(&mut nonce)?;
+        let limit = self
+            .nonce_next
+            .saturating_add(NONCE_RESERVE)
+            .max(self.nonce_limit);
+        let epoch = self.epoch + 1;
+        let rec = LogRecord {
+            next,
+            nonce_limit: limit,
+            entries,
+        };
+        // Sealed in trusted memory, then copied to the host buffer.
+        let mut body = Box::new([0u8; RECORD_BODY]);
+        rec.encode(&mut body);
+        let tag = self
+            .keys
+            .log
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                record_aad(&self.header.uuid, epoch, &self.log.prev, at),
+                &mut body[..],
+            )
+            .map_err(|_| SealError::Invalid("AES-GCM seal failed".into()))?;
+        let mut tag16 = [0u8; 16];
+        tag16.copy_from_slice(tag.as_ref());
+        self.scratch[..RECORD_NONCE_LEN].copy_from_slice(&nonce);
+        self.scratch[RECORD_NONCE_LEN..RECORD_NONCE_LEN + RECORD_BODY].copy_from_slice(&body[..]);
+        self.scratch[BLOCK_SIZE - 16..].copy_from_slice(&tag16);
+        let slot = self.acquire_slot()?;
+        self.q.buffers_mut().copy_in(slot, &self.scratch[..])?;
+        self.submit_lower(
+            Op::Write {
+                block: at,
+                buf: slot,
+            },
+            slot,
+            Pending::MetaWrite,
+        )?;
+        self.drain()?;
+        if let Some(why) = &self.poisoned {
+            return Err(SealError::Poisoned(why.clone()));
+        }
+        if let Some(e) = self.meta_error.take() {
+            self.poison(format!("log write failed: {e}"));
+            return Err(e);
+        }
+        if let Err(e) = self.flush_sync() {
+            self.poison(format!("flush failed: {e}"));
+            return Err(e);
+        }
+        self.epoch = epoch;
+        self.nonce_limit = limit;
+        self.log.prev = tag16;
+        self.log.records.push(at);
+        self.log.next = next;
+        self.log.last = Some(record_id(at, &nonce, tag16));
+        self.alloc.committed();
+        self.stats.log_records += 1;
         Ok(())
     }
 
@@ -870,6 +1171,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             self.dirty[1].insert(lba / FANOUT);
         }
         self.writing.insert(phys);
+        self.since.insert(lba);
         self.stats.writes += 1;
         self.outstanding += 1;
         self.submit_lower(
@@ -956,16 +1258,46 @@ impl<Q: BlockQueue> SealedDisk<Q> {
 
     /// Makes every write so far durable, atomically: after a crash the disk opens at
     /// either the previous commit or this one, never in between. Returns the epoch.
+    ///
+    /// A commit of at most [`format::RECORD_ENTRIES`] blocks appends a record to the
+    /// log (one block, one flush); a larger one, or one when the log is full or
+    /// space is short, checkpoints (the map and a superblock, two flushes).
     pub fn commit(&mut self) -> Result<u64, SealError> {
+        self.check_writable()?;
+        if self.since.is_empty() {
+            self.drain()?;
+            if let Some(why) = &self.poisoned {
+                return Err(SealError::Poisoned(why.clone()));
+            }
+            return Ok(self.epoch);
+        }
+        let fits = self.log.next != 0
+            && self.since.len() <= RECORD_ENTRIES
+            && self.log.records.len() < self.log.limit
+            && self.alloc.free_blocks() > self.map_reserve;
+        if !fits {
+            return self.checkpoint();
+        }
+        let entries = self
+            .since
+            .iter()
+            .map(|&lba| (lba, self.tiers[0][lba as usize]))
+            .collect();
+        self.write_record(entries)?;
+        self.since.clear();
+        self.stats.commits += 1;
+        Ok(self.epoch)
+    }
+
+    /// Writes every dirty map node and a superblock naming the new root and a new
+    /// log head; the old log's blocks are free once that is durable.
+    fn checkpoint(&mut self) -> Result<u64, SealError> {
         self.check_writable()?;
         self.drain()?;
         if let Some(why) = &self.poisoned {
             return Err(SealError::Poisoned(why.clone()));
         }
         let d = self.depth();
-        if self.dirty.iter().all(BTreeSet::is_empty) {
-            return Ok(self.epoch);
-        }
         // Enough nonces for every node we may write, from one durable reservation.
         let nodes: u64 = self.dirty.iter().map(|s| s.len() as u64).sum::<u64>() + d as u64;
         if self.nonce_next + nodes > self.nonce_limit {
@@ -1015,9 +1347,25 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             .nonce_next
             .saturating_add(NONCE_RESERVE)
             .max(self.nonce_limit);
-        self.write_superblock(root, limit)?;
+        let head = self
+            .alloc
+            .alloc()
+            .ok_or_else(|| SealError::NoSpace("no free block for the log".into()))?;
+        let old_log: Vec<u64> = self
+            .log
+            .records
+            .iter()
+            .copied()
+            .chain((self.log.next != 0).then_some(self.log.next))
+            .collect();
+        self.write_superblock(root, limit, head)?;
+        for b in old_log {
+            self.alloc.supersede(b);
+        }
         self.alloc.committed();
+        self.since.clear();
         self.stats.commits += 1;
+        self.stats.checkpoints += 1;
         Ok(self.epoch)
     }
 
@@ -1082,10 +1430,15 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         keys::fill_random(&mut header.salt)?;
         let kek = keys::kek(&master, &header)?;
         (header.wrap_nonce, header.wrapped) = keys::wrap(&kek, &header.uuid, &self.keys.dek)?;
+        // The log is folded into the map first: records chain to the superblock
+        // they follow, and both slots are rewritten here.
+        if !self.since.is_empty() || !self.log.records.is_empty() || self.log.next == 0 {
+            self.checkpoint()?;
+        }
         self.header = header;
-        let (root, limit) = (self.committed_root, self.nonce_limit);
-        self.write_superblock(root, limit)?;
-        self.write_superblock(root, limit)
+        let (root, limit, head) = (self.committed_root, self.nonce_limit, self.log.next);
+        self.write_superblock(root, limit, head)?;
+        self.write_superblock(root, limit, head)
     }
 }
 
@@ -1098,5 +1451,67 @@ fn upgrade(slot: &mut Option<SealError>, e: SealError) {
     };
     if slot.as_ref().is_none_or(|old| rank(&e) > rank(old)) {
         *slot = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rktio_blk::MemDisk;
+
+    fn block(lba: u64) -> Block {
+        let mut b = [0u8; BLOCK_SIZE];
+        b[..8].copy_from_slice(&lba.to_le_bytes());
+        b[100] = 0x5a;
+        b
+    }
+
+    /// An image of format version 1 (no log) opens, and its first commit
+    /// checkpoints into version 2.
+    #[test]
+    fn a_version_1_image_opens_and_moves_to_version_2() {
+        let key = KeySource::Bytes(Zeroizing::new([3; 32]));
+        let media = MemDisk::new(300);
+        let mut d =
+            SealedDisk::create(media.queue(8).unwrap(), &key, &CreateOptions::default()).unwrap();
+        d.set_log_limit(0);
+        d.write(3, &block(3)).unwrap();
+        d.commit().unwrap();
+        // Rewrite both slots as version 1 wrote them: version 1, no log head.
+        for slot in 0..SUPERBLOCK_SLOTS {
+            let mut b = media.read(slot);
+            let Ok(mut sb) = Superblock::decode_authenticated(&b[..]) else {
+                continue;
+            };
+            sb.log_head = 0;
+            b = *sb.encode();
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            let tag = hmac::sign(&d.keys.mac, &b[..MAC_OFFSET]);
+            b[MAC_OFFSET..].copy_from_slice(tag.as_ref());
+            media.write(slot, &b);
+        }
+        drop(d);
+        let mut d =
+            SealedDisk::open(media.queue(8).unwrap(), &key, &OpenOptions::default()).unwrap();
+        assert_eq!(d.info().log_records, 0);
+        let mut out = [0u8; BLOCK_SIZE];
+        d.read(3, &mut out).unwrap();
+        assert!(out == block(3));
+        d.write(4, &block(4)).unwrap();
+        d.commit().unwrap();
+        assert_eq!(d.stats().checkpoints, 1, "the first commit checkpoints");
+        d.write(5, &block(5)).unwrap();
+        d.commit().unwrap();
+        assert_eq!(d.info().log_records, 1, "the second goes to the log");
+        drop(d);
+        let mut d =
+            SealedDisk::open(media.queue(8).unwrap(), &key, &OpenOptions::default()).unwrap();
+        for lba in [3, 4, 5] {
+            d.read(lba, &mut out).unwrap();
+            assert!(out == block(lba));
+        }
+        let v = u32::from_le_bytes(media.read(d.sb_slot)[8..12].try_into().unwrap());
+        assert_eq!(v, format::VERSION);
     }
 }

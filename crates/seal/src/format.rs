@@ -9,8 +9,11 @@ use rktio_blk::BLOCK_SIZE;
 
 /// Magic at the start of each superblock slot.
 pub const MAGIC: [u8; 8] = *b"RKTIOSD\0";
-/// Format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// Format version this code writes. Version 1 (no log) is read too; its first
+/// checkpoint writes a version 2 superblock.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// Entries per map node.
 pub const FANOUT: u64 = 128;
 /// Bytes of one map entry.
@@ -191,6 +194,8 @@ pub struct Superblock {
     pub depth: u32,
     /// Entry of the top map node.
     pub root: Entry,
+    /// Block of the first log record after this superblock (0: no log).
+    pub log_head: u64,
 }
 
 impl Superblock {
@@ -218,6 +223,7 @@ impl Superblock {
         b[164..172].copy_from_slice(&self.nonce_limit.to_le_bytes());
         b[172..176].copy_from_slice(&self.depth.to_le_bytes());
         self.root.encode(&mut b[180..212]);
+        b[212..220].copy_from_slice(&self.log_head.to_le_bytes());
         b
     }
 
@@ -230,9 +236,9 @@ impl Superblock {
             return Err(SealError::NotSealed("no rkt-io superblock magic".into()));
         }
         let version = le32(&b[8..12]);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(SealError::Unsupported(format!(
-                "sealed disk format version {version}; this build reads version {VERSION}"
+                "sealed disk format version {version}; this build reads versions {OLDEST_VERSION} to {VERSION}"
             )));
         }
         let kdf = match le32(&b[12..16]) {
@@ -281,6 +287,12 @@ impl Superblock {
             )));
         }
         let root = Entry::decode(&b[180..212], physical)?;
+        let log_head = le64(&b[212..220]);
+        if log_head != 0 && !(SUPERBLOCK_SLOTS..physical).contains(&log_head) {
+            return Err(SealError::Corrupt(format!(
+                "log head {log_head} outside the data area (2..{physical})"
+            )));
+        }
         Ok(Superblock {
             header,
             epoch: le64(&b[140..148]),
@@ -289,6 +301,89 @@ impl Superblock {
             nonce_limit: le64(&b[164..172]),
             depth,
             root,
+            log_head,
+        })
+    }
+}
+
+/// Plaintext bytes at the start of a log record block: the (random) nonce it was
+/// sealed with.
+pub const RECORD_NONCE_LEN: usize = 12;
+/// Bytes of a log record's body (sealed; between the nonce and the tag).
+pub const RECORD_BODY: usize = BLOCK_SIZE - RECORD_NONCE_LEN - 16;
+/// Bytes of the body before the entries.
+const RECORD_HEADER: usize = 32;
+/// Bytes of one record entry: the logical block and its new map entry.
+const RECORD_ENTRY_LEN: usize = 8 + ENTRY_LEN;
+/// Entries one record holds (100); a commit with more is a checkpoint.
+pub const RECORD_ENTRIES: usize = (RECORD_BODY - RECORD_HEADER) / RECORD_ENTRY_LEN;
+/// Magic at the start of a record's (sealed) body.
+const RECORD_MAGIC: [u8; 8] = *b"RKTIOLOG";
+
+/// One commit appended to the log: the data entries it changed, where the next
+/// record goes, and the nonce limit it makes durable. See docs/FORMAT.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Block reserved for the next record.
+    pub next: u64,
+    /// Every nonce used so far is below this.
+    pub nonce_limit: u64,
+    /// (logical block, its new entry), at most [`RECORD_ENTRIES`].
+    pub entries: Vec<(u64, Entry)>,
+}
+
+impl LogRecord {
+    /// Serializes into a record body (the part that is sealed).
+    pub fn encode(&self, out: &mut [u8; RECORD_BODY]) {
+        out.fill(0);
+        out[0..8].copy_from_slice(&RECORD_MAGIC);
+        let n = self.entries.len().min(RECORD_ENTRIES);
+        out[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+        out[16..24].copy_from_slice(&self.next.to_le_bytes());
+        out[24..32].copy_from_slice(&self.nonce_limit.to_le_bytes());
+        for (i, (lba, e)) in self.entries.iter().take(n).enumerate() {
+            let at = RECORD_HEADER + i * RECORD_ENTRY_LEN;
+            out[at..at + 8].copy_from_slice(&lba.to_le_bytes());
+            e.encode(&mut out[at + 8..at + RECORD_ENTRY_LEN]);
+        }
+    }
+
+    /// Parses an authenticated record body; every field is still checked against
+    /// the disk's geometry.
+    pub fn decode(b: &[u8], logical: u64, physical: u64) -> Result<LogRecord, SealError> {
+        if b.len() != RECORD_BODY || b[0..8] != RECORD_MAGIC {
+            return Err(SealError::Corrupt("log record without its magic".into()));
+        }
+        let n = le32(&b[8..12]) as usize;
+        if n > RECORD_ENTRIES {
+            return Err(SealError::Corrupt(format!(
+                "log record claims {n} entries (at most {RECORD_ENTRIES})"
+            )));
+        }
+        let next = le64(&b[16..24]);
+        if !(SUPERBLOCK_SLOTS..physical).contains(&next) {
+            return Err(SealError::Corrupt(format!(
+                "log record points at block {next} outside the data area (2..{physical})"
+            )));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = RECORD_HEADER + i * RECORD_ENTRY_LEN;
+            let lba = le64(&b[at..at + 8]);
+            if lba >= logical {
+                return Err(SealError::Corrupt(format!(
+                    "log record names block {lba} past the end ({logical} blocks)"
+                )));
+            }
+            entries.push((
+                lba,
+                Entry::decode(&b[at + 8..at + RECORD_ENTRY_LEN], physical)?,
+            ));
+        }
+        Ok(LogRecord {
+            next,
+            nonce_limit: le64(&b[24..32]),
+            entries,
         })
     }
 }
@@ -377,6 +472,7 @@ mod tests {
                 nonce: 9,
                 tag: [6; 16],
             },
+            log_head: 77,
         };
         let b = sb.encode();
         assert_eq!(Superblock::decode_authenticated(&b[..]).unwrap(), sb);
@@ -407,6 +503,7 @@ mod tests {
             nonce_limit: 10,
             depth: 2,
             root: Entry::HOLE,
+            log_head: 0,
         }
         .encode();
         for i in 0..20_000 {
@@ -426,6 +523,37 @@ mod tests {
             let _ = Superblock::decode_authenticated(&b[..]);
             let mut out = Vec::new();
             let _ = decode_node(&b, (rnd() % 129) as usize, rnd() % 5000, &mut out);
+            let _ = LogRecord::decode(&b[..RECORD_BODY], rnd() % 5000, rnd() % 5000);
         }
+    }
+
+    #[test]
+    fn record_round_trip_and_bounds() {
+        let r = LogRecord {
+            next: 9,
+            nonce_limit: 1 << 33,
+            entries: (0..RECORD_ENTRIES as u64)
+                .map(|i| {
+                    (
+                        i * 3,
+                        Entry {
+                            phys: 10 + i,
+                            nonce: i,
+                            tag: [i as u8; 16],
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let mut b = [0u8; RECORD_BODY];
+        r.encode(&mut b);
+        assert_eq!(LogRecord::decode(&b, 1000, 1000).unwrap(), r);
+        // A block past the end, an entry outside the data area, a next outside it.
+        assert!(LogRecord::decode(&b, 200, 1000).is_err());
+        assert!(LogRecord::decode(&b, 1000, 100).is_err());
+        let mut bad = b;
+        bad[8..12].copy_from_slice(&(RECORD_ENTRIES as u32 + 1).to_le_bytes());
+        assert!(LogRecord::decode(&bad, 1000, 1000).is_err());
+        assert!(LogRecord::decode(&b[1..], 1000, 1000).is_err());
     }
 }

@@ -164,10 +164,14 @@ pub(crate) fn kek(master: &Master, header: &Header) -> Result<Zeroizing<[u8; 32]
     }
 }
 
+/// The key wrap's own version, in its additional data: the wrap has not changed
+/// since format version 1, so images of every version unwrap alike.
+const KEY_WRAP_VERSION: u32 = 1;
+
 fn wrap_aad(uuid: &[u8; 16]) -> [u8; 28] {
     let mut a = [0u8; 28];
     a[..8].copy_from_slice(&crate::format::MAGIC);
-    a[8..12].copy_from_slice(&crate::format::VERSION.to_le_bytes());
+    a[8..12].copy_from_slice(&KEY_WRAP_VERSION.to_le_bytes());
     a[12..].copy_from_slice(uuid);
     a
 }
@@ -221,6 +225,9 @@ pub(crate) fn unwrap(kek: &[u8; 32], header: &Header) -> Result<Zeroizing<[u8; 3
 pub(crate) struct Keys {
     pub(crate) dek: Zeroizing<[u8; 32]>,
     pub(crate) block: aead::LessSafeKey,
+    /// Seals log records, under random nonces (the data key's counter nonces stay
+    /// the data's and the map's alone).
+    pub(crate) log: aead::LessSafeKey,
     pub(crate) mac: hmac::Key,
 }
 
@@ -228,13 +235,19 @@ impl Keys {
     pub(crate) fn from_dek(dek: Zeroizing<[u8; 32]>) -> Result<Self, SealError> {
         let bk = hkdf32(b"", &dek[..], b"rktio-seal v1 block aes-256-gcm")?;
         let mk = hkdf32(b"", &dek[..], b"rktio-seal v1 superblock hmac-sha256")?;
+        let lk = hkdf32(b"", &dek[..], b"rktio-seal v2 log aes-256-gcm")?;
         let block = aead::LessSafeKey::new(
             aead::UnboundKey::new(&aead::AES_256_GCM, &bk[..])
                 .map_err(|_| SealError::Key("bad block key".into()))?,
         );
+        let log = aead::LessSafeKey::new(
+            aead::UnboundKey::new(&aead::AES_256_GCM, &lk[..])
+                .map_err(|_| SealError::Key("bad log key".into()))?,
+        );
         Ok(Self {
             dek,
             block,
+            log,
             mac: hmac::Key::new(hmac::HMAC_SHA256, &mk[..]),
         })
     }

@@ -13,7 +13,8 @@ pub mod hex;
 mod keys;
 
 pub use disk::{
-    CheckReport, CreateOptions, DiskInfo, OpenOptions, SealStats, SealedCompletion, SealedDisk,
+    CheckReport, CreateOptions, DiskInfo, LOG_RECORDS, OpenOptions, SealStats, SealedCompletion,
+    SealedDisk,
 };
 pub use keys::{Argon2Params, KeySource, generate_key};
 pub use rktio_blk::{BLOCK_SIZE, Block};

@@ -5,6 +5,8 @@
 //! versions at random, and the write in progress may tear sector by sector. After
 //! every cut the image must open and hold exactly the state of the last completed
 //! commit — or, if the cut fell inside a commit, possibly that commit's state.
+//! A third of the workloads commit through the log (a record and one flush), a
+//! third checkpoint after every two records, a third checkpoint every commit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -39,6 +41,9 @@ impl Rng {
 
 struct Workload {
     physical: u64,
+    /// Log records before a checkpoint: 0 (every commit checkpoints), 2, or
+    /// the default.
+    log_limit: usize,
     hot: Vec<u64>,
     steps: Vec<Step>,
 }
@@ -61,6 +66,7 @@ fn workload(seed: u64) -> Workload {
         .collect();
     Workload {
         physical,
+        log_limit: [0, 2, rktio_seal::LOG_RECORDS][(seed % 3) as usize],
         hot,
         steps,
     }
@@ -91,6 +97,7 @@ fn run(w: &Workload, media: &MemDisk, ctl: &FaultControl) -> Outcome {
         }
     };
     out.created = true;
+    d.set_log_limit(w.log_limit);
     let mut current = State::new();
     let mut version = 0;
     for step in &w.steps {
@@ -116,6 +123,7 @@ fn run(w: &Workload, media: &MemDisk, ctl: &FaultControl) -> Outcome {
                     // The device is dead: nothing more can happen.
                     Err(_) => return out,
                 };
+                d.set_log_limit(w.log_limit);
                 current = out.committed.clone();
             }
             Step::Read(lba) => {

@@ -99,10 +99,21 @@ fn confidentiality_media_and_host_buffers_never_hold_plaintext() {
 
 #[test]
 fn integrity_flipped_bit_in_data_is_eio() {
+    flipped_bits(0);
+    flipped_bits(LOG_RECORDS);
+}
+
+/// Flips a bit in every block in turn. With the map alone (`log_limit` 0) every
+/// flip is caught or harmless. With the log, a flipped record reads as the end
+/// of the log: the disk opens at the commit before it, which an epoch pin refuses.
+fn flipped_bits(log_limit: usize) {
     let (media, mut d) = new_disk(300);
+    d.set_log_limit(log_limit);
+    let e0 = d.epoch();
     d.write(9, &data(9, 1)).unwrap();
-    d.commit().unwrap();
+    let e1 = d.commit().unwrap();
     drop(d);
+    let mut rolled_back = 0;
     // Flip one bit in every block the host holds, in turn. Blocks the committed map
     // no longer references may change harmlessly; every other flip must be caught.
     let mut caught = 0;
@@ -117,6 +128,20 @@ fn integrity_flipped_bit_in_data_is_eio() {
                 assert!(matches!(e, SealError::Corrupt(_)), "{e}");
                 caught += 1;
             }
+            Ok(mut d) if d.epoch() != e1 => {
+                assert!(log_limit > 0, "a map without a log rolled back");
+                assert_eq!(d.epoch(), e0);
+                assert!(read(&mut d, 9).unwrap() == [0; BLOCK_SIZE]);
+                let pin = OpenOptions {
+                    expect_epoch: Some(e1),
+                    ..Default::default()
+                };
+                assert!(matches!(
+                    SealedDisk::open(media.queue(8).unwrap(), &key(1), &pin),
+                    Err(SealError::Stale(_))
+                ));
+                rolled_back += 1;
+            }
             Ok(mut d) => match read(&mut d, 9) {
                 Ok(b) => assert!(b == data(9, 1), "wrong data returned"),
                 Err(e) => {
@@ -129,8 +154,13 @@ fn integrity_flipped_bit_in_data_is_eio() {
         }
         media.write(phys, &orig);
     }
-    // The data block and the map node above it at least.
-    assert!(caught >= 2, "{caught}");
+    if log_limit == 0 {
+        // The data block and the map node above it at least.
+        assert!(caught >= 2, "{caught}");
+    } else {
+        // The data block; the record (a flip there ends the log before it).
+        assert!(caught >= 1 && rolled_back >= 1, "{caught} {rolled_back}");
+    }
     assert!(read(&mut reopen(&media), 9).unwrap() == data(9, 1));
 }
 
@@ -192,8 +222,16 @@ fn integrity_faults_through_the_queue() {
 
 #[test]
 fn integrity_replayed_blocks_from_an_older_epoch() {
+    replayed_blocks(0);
+    replayed_blocks(LOG_RECORDS);
+}
+
+/// The host puts back an old copy of each block in turn: an error, the newest
+/// data, or (with the log) a whole older commit that an epoch pin refuses.
+fn replayed_blocks(log_limit: usize) {
     // 128 data blocks in 200: rewriting 50 blocks 5 times must reuse physical blocks.
     let (media, mut d) = new_disk(200);
+    d.set_log_limit(log_limit);
     for lba in 0..50 {
         d.write(lba, &data(lba, 1)).unwrap();
     }
@@ -206,6 +244,7 @@ fn integrity_replayed_blocks_from_an_older_epoch() {
         }
         d.commit().unwrap();
     }
+    let last = d.epoch();
     drop(d);
     // The host puts back old contents of every block, one at a time.
     let mut caught = 0;
@@ -222,9 +261,26 @@ fn integrity_replayed_blocks_from_an_older_epoch() {
                 caught += 1;
             }
             Ok(mut d) => {
+                // A rolled-back log shows one whole older commit.
+                let want = 5 - (last - d.epoch());
+                assert!(
+                    log_limit > 0 || want == 5,
+                    "a map without a log rolled back"
+                );
+                if want < 5 {
+                    caught += 1;
+                    let pin = OpenOptions {
+                        expect_epoch: Some(last),
+                        ..Default::default()
+                    };
+                    assert!(matches!(
+                        SealedDisk::open(media.queue(8).unwrap(), &key(1), &pin),
+                        Err(SealError::Stale(_))
+                    ));
+                }
                 for lba in 0..50 {
                     match read(&mut d, lba) {
-                        Ok(b) => assert!(b == data(lba, 5), "stale data returned for {lba}"),
+                        Ok(b) => assert!(b == data(lba, want), "stale data returned for {lba}"),
                         Err(SealError::Integrity { .. }) => caught += 1,
                         Err(e) => panic!("{e}"),
                     }
@@ -233,12 +289,14 @@ fn integrity_replayed_blocks_from_an_older_epoch() {
         }
         media.write(phys, &now);
     }
-    assert!(caught > 10, "{caught}");
+    assert!(caught > 10, "log limit {log_limit}: {caught}");
 }
 
 #[test]
 fn whole_image_rollback_needs_a_pin() {
     let (media, mut d) = new_disk(300);
+    // Every commit a superblock, so the two slots hold the last two commits.
+    d.set_log_limit(0);
     d.write(1, &data(1, 1)).unwrap();
     let e1 = d.commit().unwrap();
     let root1 = d.root();
@@ -274,7 +332,7 @@ fn whole_image_rollback_needs_a_pin() {
     // The host replaying the older superblock slot over the newer one is a rollback
     // by one epoch: the epoch pin catches it too.
     drop(d);
-    let slot_new = e2 % 2;
+    let slot_new = newest_slot(&media);
     media.write(slot_new, &media.read(1 - slot_new));
     let pin = OpenOptions {
         expect_epoch: Some(e2),
@@ -286,25 +344,36 @@ fn whole_image_rollback_needs_a_pin() {
     ));
 }
 
+/// The superblock slot with the higher epoch (read without the key).
+fn newest_slot(media: &MemDisk) -> u64 {
+    let epoch = |slot: u64| {
+        format::Superblock::decode_authenticated(&media.read(slot)[..]).map_or(0, |s| s.epoch)
+    };
+    if epoch(1) > epoch(0) { 1 } else { 0 }
+}
+
 #[test]
 fn torn_or_corrupt_superblock_falls_back_to_the_other_slot() {
     let (media, mut d) = new_disk(300);
+    d.set_log_limit(0);
     d.write(1, &data(1, 1)).unwrap();
     let e1 = d.commit().unwrap();
     d.write(1, &data(1, 2)).unwrap();
     let e2 = d.commit().unwrap();
+    assert_eq!(e2, e1 + 1);
     drop(d);
-    let mut sb = media.read(e2 % 2);
+    let (slot2, slot1) = (newest_slot(&media), 1 - newest_slot(&media));
+    let mut sb = media.read(slot2);
     sb[200] ^= 1;
-    media.write(e2 % 2, &sb);
+    media.write(slot2, &sb);
     let mut d = reopen(&media);
     assert_eq!(d.epoch(), e1);
     assert!(read(&mut d, 1).unwrap() == data(1, 1));
     // Both slots bad: a clear error.
     drop(d);
-    let mut sb = media.read(e1 % 2);
+    let mut sb = media.read(slot1);
     sb[4000] ^= 1;
-    media.write(e1 % 2, &sb);
+    media.write(slot1, &sb);
     let e =
         SealedDisk::open(media.queue(8).unwrap(), &key(1), &OpenOptions::default()).unwrap_err();
     assert!(matches!(e, SealError::Corrupt(_)), "{e}");
@@ -457,7 +526,10 @@ fn failed_write_poisons_until_reopen() {
     ctl.clear();
     let mut d = reopen(&media);
     assert!(read(&mut d, 1).unwrap() == data(1, 1));
-    assert!(read(&mut d, 2).unwrap() == [0; BLOCK_SIZE]);
+    // The log record and its data were written before the flush failed: the
+    // commit is in doubt, and the disk holds one whole commit or the other.
+    let b2 = read(&mut d, 2).unwrap();
+    assert!(b2 == [0; BLOCK_SIZE] || b2 == data(2, 1));
 }
 
 #[test]
@@ -508,4 +580,192 @@ fn over_uring_on_a_real_file() {
     .unwrap();
     let mut d = SealedDisk::open(q, &key(3), &OpenOptions::default()).unwrap();
     assert!(read(&mut d, 999).unwrap() == data(999, 1));
+}
+
+/// A commit that fits the log costs its data, one record block and one flush.
+#[test]
+fn a_small_commit_is_one_record_and_one_flush() {
+    let (_media, mut d) = new_disk(300);
+    for round in 1..=3u64 {
+        let before = d.queue().stats();
+        let stats = d.stats();
+        for lba in 0..5 {
+            d.write(lba * 40, &data(lba, round)).unwrap();
+        }
+        d.commit().unwrap();
+        let after = d.queue().stats();
+        assert_eq!(
+            after.writes - before.writes,
+            6,
+            "5 data blocks and the record"
+        );
+        assert_eq!(after.flushes - before.flushes, 1);
+        assert_eq!(d.stats().log_records, stats.log_records + 1);
+        assert_eq!(d.stats().map_writes, stats.map_writes);
+    }
+    assert_eq!(d.info().log_records, 3);
+}
+
+/// Commits past the log's limit checkpoint; every state survives reopening,
+/// the epoch counts every commit, and the log's blocks come back.
+#[test]
+fn the_log_replays_and_checkpoints() {
+    let (media, mut d) = new_disk(300);
+    d.set_log_limit(3);
+    let free0 = d.info().free_blocks;
+    let mut model = std::collections::BTreeMap::new();
+    let mut epoch = d.epoch();
+    for v in 1..=20u64 {
+        for k in 0..(v % 4 + 1) {
+            let lba = (v * 7 + k * 13) % 128;
+            d.write(lba, &data(lba, v)).unwrap();
+            model.insert(lba, v);
+        }
+        // One epoch per commit, and one more for the nonce reservation a
+        // session's first write makes.
+        let e = d.commit().unwrap();
+        assert!(e == epoch + 1 || e == epoch + 2, "{e} after {epoch}");
+        epoch = e;
+        assert!(d.info().log_records <= 3);
+        if v % 3 == 0 {
+            drop(d);
+            d = reopen(&media);
+            d.set_log_limit(3);
+            assert_eq!(d.epoch(), epoch);
+        }
+        for (&lba, &ver) in &model {
+            assert!(read(&mut d, lba).unwrap() == data(lba, ver), "block {lba}");
+        }
+    }
+    assert!(d.stats().checkpoints > 0 || d.stats().log_records > 0);
+    // A read-only open replays the same state.
+    let root = d.root();
+    drop(d);
+    let ro = OpenOptions {
+        read_only: true,
+        expect_root: Some(root.clone()),
+        expect_epoch: Some(epoch),
+    };
+    let mut d = SealedDisk::open(media.queue(8).unwrap(), &key(1), &ro).unwrap();
+    for (&lba, &ver) in &model {
+        assert!(read(&mut d, lba).unwrap() == data(lba, ver));
+    }
+    drop(d);
+    // The space the log held is back after a checkpoint.
+    let mut d = reopen(&media);
+    d.set_log_limit(0);
+    d.write(0, &data(0, 99)).unwrap();
+    d.commit().unwrap();
+    let used = model.len() as u64 + u64::from(!model.contains_key(&0));
+    assert!(
+        d.info().free_blocks + used + 3 >= free0,
+        "{} {free0}",
+        d.info().free_blocks
+    );
+}
+
+/// What the host can do to the log: drop, truncate, reorder, replay or splice
+/// its records. Every open is an error or one whole commit's state, and an
+/// older commit than the last is refused by an epoch pin.
+#[test]
+fn log_attacks_give_an_error_or_an_older_commit_that_a_pin_refuses() {
+    let (media, mut d) = new_disk(300);
+    d.set_log_limit(1000);
+    // states[i]: the data after the commit at epoch e0 + i.
+    let e0 = d.epoch();
+    let mut states = vec![std::collections::BTreeMap::new()];
+    let mut snapshots = vec![media.deep_copy()];
+    for v in 1..=6u64 {
+        let mut s = states.last().unwrap().clone();
+        for k in 0..3 {
+            let lba = (v * 5 + k * 11) % 40;
+            d.write(lba, &data(lba, v)).unwrap();
+            s.insert(lba, v);
+        }
+        d.commit().unwrap();
+        states.push(s);
+        snapshots.push(media.deep_copy());
+    }
+    let last = d.epoch();
+    assert_eq!(last, e0 + 6);
+    drop(d);
+    // Another image under the same key: its records must not splice in.
+    let (other, mut o) = new_disk(300);
+    for v in 1..=6u64 {
+        o.write(v, &data(v, 100 + v)).unwrap();
+        o.commit().unwrap();
+    }
+    drop(o);
+    let check = |label: &str| {
+        let mut d =
+            match SealedDisk::open(media.queue(8).unwrap(), &key(1), &OpenOptions::default()) {
+                Err(e) => {
+                    assert!(matches!(e, SealError::Corrupt(_)), "{label}: {e}");
+                    return;
+                }
+                Ok(d) => d,
+            };
+        let i = (d.epoch() - e0) as usize;
+        assert!(
+            i < states.len(),
+            "{label}: epoch {} from nowhere",
+            d.epoch()
+        );
+        for lba in 0..40 {
+            let want = states[i]
+                .get(&lba)
+                .map_or([0; BLOCK_SIZE], |v| data(lba, *v));
+            match read(&mut d, lba) {
+                Ok(b) => assert!(
+                    b == want,
+                    "{label}: wrong data for {lba} at epoch {}",
+                    d.epoch()
+                ),
+                Err(e) => assert!(matches!(e, SealError::Integrity { .. }), "{label}: {e}"),
+            }
+        }
+        if d.epoch() < last {
+            let pin = OpenOptions {
+                expect_epoch: Some(last),
+                ..Default::default()
+            };
+            assert!(
+                matches!(
+                    SealedDisk::open(media.queue(8).unwrap(), &key(1), &pin),
+                    Err(SealError::Stale(_))
+                ),
+                "{label}: a rollback to epoch {} opened under a pin",
+                d.epoch()
+            );
+        }
+    };
+    let blocks: Vec<u64> = media
+        .written_blocks()
+        .into_iter()
+        .filter(|p| *p >= 2)
+        .collect();
+    for &p in &blocks {
+        let now = media.read(p);
+        // Dropped or truncated: zeros; replayed: each older version.
+        media.write(p, &[0; BLOCK_SIZE]);
+        check(&format!("block {p} zeroed"));
+        for (i, snap) in snapshots.iter().enumerate() {
+            media.write(p, &snap.read(p));
+            check(&format!("block {p} as after commit {i}"));
+        }
+        // Spliced from the other image.
+        media.write(p, &other.read(p));
+        check(&format!("block {p} from another image"));
+        // Reordered: swapped with each other block.
+        for &q in blocks.iter().filter(|&&q| q > p) {
+            let qn = media.read(q);
+            media.write(p, &qn);
+            media.write(q, &now);
+            check(&format!("blocks {p} and {q} swapped"));
+            media.write(q, &qn);
+        }
+        media.write(p, &now);
+    }
+    // Untouched, it opens at the last commit.
+    assert_eq!(reopen(&media).epoch(), last);
 }
