@@ -38,6 +38,24 @@ struct Log {
     last: Option<Entry>,
     /// Records before a commit checkpoints.
     limit: usize,
+    /// This session's record nonces: a random 96-bit start, counted up from
+    /// (drawn at open: the random generator may be gone when the program exits
+    /// and the last commit runs).
+    nonce_base: [u8; RECORD_NONCE_LEN],
+    nonces_used: u64,
+}
+
+impl Log {
+    /// The next record nonce: the random start plus a count in its low 64 bits.
+    fn next_nonce(&mut self) -> [u8; RECORD_NONCE_LEN] {
+        let mut n = self.nonce_base;
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&n[..8]);
+        let low = u64::from_le_bytes(low).wrapping_add(self.nonces_used);
+        n[..8].copy_from_slice(&low.to_le_bytes());
+        self.nonces_used += 1;
+        n
+    }
 }
 
 /// Options for creating a sealed disk.
@@ -267,6 +285,8 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         }
         let lens = tier_lengths(logical);
         let depth = q.depth();
+        let mut nonce_base = [0u8; RECORD_NONCE_LEN];
+        keys::fill_random(&mut nonce_base)?;
         Ok(Self {
             keys,
             header,
@@ -285,6 +305,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             sb_slot: SUPERBLOCK_SLOTS - 1,
             log: Log {
                 limit: LOG_RECORDS,
+                nonce_base,
                 ..Log::default()
             },
             since: BTreeSet::new(),
@@ -1026,11 +1047,10 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             .alloc
             .alloc()
             .ok_or_else(|| SealError::NoSpace("no free block for the log".into()))?;
-        // Records are sealed under their own key with random 96-bit nonces: a
-        // record rewritten after a crash never repeats one, and the data's counter
-        // needs no reservation for it.
-        let mut nonce = [0u8; RECORD_NONCE_LEN];
-        keys::fill_random(&mut nonce)?;
+        // Records are sealed under their own key, with nonces counted from a
+        // random 96-bit start per session: a record rewritten after a crash never
+        // repeats one, and the data's counter needs no reservation for it.
+        let nonce = self.log.next_nonce();
         let limit = self
             .nonce_next
             .saturating_add(NONCE_RESERVE)
@@ -1086,7 +1106,6 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         self.log.records.push(at);
         self.log.next = next;
         self.log.last = Some(record_id(at, &nonce, tag16));
-        self.alloc.committed();
         self.stats.log_records += 1;
         Ok(())
     }
@@ -1284,6 +1303,10 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             .map(|&lba| (lba, self.tiers[0][lba as usize]))
             .collect();
         self.write_record(entries)?;
+        // The record holds every block written since the last commit: what it
+        // replaced can be reused now. (A record that only raises the nonce
+        // limit commits nothing, so it frees nothing.)
+        self.alloc.committed();
         self.since.clear();
         self.stats.commits += 1;
         Ok(self.epoch)
@@ -1513,5 +1536,45 @@ mod tests {
         }
         let v = u32::from_le_bytes(media.read(d.sb_slot)[8..12].try_into().unwrap());
         assert_eq!(v, format::VERSION);
+    }
+
+    /// A record that only raises the nonce limit, in the middle of writes,
+    /// commits nothing and so frees nothing the last commit still needs.
+    #[test]
+    fn a_nonce_reservation_between_commits_frees_nothing() {
+        let key = KeySource::Bytes(Zeroizing::new([4; 32]));
+        let media = MemDisk::new(300);
+        let mut d =
+            SealedDisk::create(media.queue(8).unwrap(), &key, &CreateOptions::default()).unwrap();
+        let v = |lba: u64, ver: u8| {
+            let mut b = block(lba);
+            b[200] = ver;
+            b
+        };
+        for lba in 0..20 {
+            d.write(lba, &v(lba, 1)).unwrap();
+        }
+        d.commit().unwrap();
+        // A reservation after three more nonces.
+        d.nonce_limit = d.nonce_next + 3;
+        let records = d.stats().log_records;
+        for lba in 0..20 {
+            d.write(lba, &v(lba, 2)).unwrap();
+        }
+        assert_eq!(d.stats().log_records, records + 1, "one reservation record");
+        // Cycle through the free blocks: a wrongly freed one gets overwritten.
+        for round in 0..30 {
+            for lba in 20..40 {
+                d.write(lba, &v(lba, 3 + round)).unwrap();
+            }
+        }
+        drop(d);
+        let mut d =
+            SealedDisk::open(media.queue(8).unwrap(), &key, &OpenOptions::default()).unwrap();
+        let mut out = [0u8; BLOCK_SIZE];
+        for lba in 0..20 {
+            d.read(lba, &mut out).unwrap();
+            assert!(out == v(lba, 1), "block {lba} lost its committed contents");
+        }
     }
 }

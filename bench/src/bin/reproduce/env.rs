@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rktio_net::Key;
 use rktio_testnet::{Peer, WgPeer, our_wg_conf};
 
-use crate::report::{NATIVE, OURS_DIRECT, OURS_HOST, OURS_PLAIN};
+use crate::report::{DM_INTEGRITY, NATIVE, OURS_DIRECT, OURS_HOST, OURS_PLAIN};
 
 /// The `rktio` binary (built next to this one by bench/reproduce).
 pub fn rktio_bin() -> PathBuf {
@@ -224,6 +224,9 @@ pub enum Storage {
     SealedFile,
     /// A sealed image, `uring` backend (SQPOLL io_uring, O_DIRECT).
     SealedUring,
+    /// The kernel's own authenticated encryption: ext4 on dm-crypt (aes-xts)
+    /// over dm-integrity (journal mode, hmac-sha256), LUKS2 on a loop device.
+    DmIntegrity,
 }
 
 impl Storage {
@@ -234,6 +237,7 @@ impl Storage {
             Storage::Gocryptfs => "gocryptfs",
             Storage::SealedFile => OURS_HOST,
             Storage::SealedUring => OURS_DIRECT,
+            Storage::DmIntegrity => DM_INTEGRITY,
         }
     }
 }
@@ -246,6 +250,8 @@ pub struct Store {
     /// The directory the program sees its files in.
     pub data: PathBuf,
     cfg: Option<PathBuf>,
+    /// dm-crypt: the mapping and loop device to take down.
+    dm: Option<(String, String)>,
     mnt: Option<PathBuf>,
 }
 
@@ -299,6 +305,7 @@ impl Store {
                     data,
                     cfg: None,
                     mnt: None,
+                    dm: None,
                 })
             }
             Storage::Gocryptfs => {
@@ -328,12 +335,14 @@ impl Store {
                     data: mnt.clone(),
                     cfg: None,
                     mnt: Some(mnt),
+                    dm: None,
                 };
                 if let Some(seed) = &o.seed {
                     copy_dir(seed, &s.data)?;
                 }
                 Ok(s)
             }
+            Storage::DmIntegrity => dm_integrity(dir, o),
             Storage::SealedFile | Storage::SealedUring => {
                 let rk = rktio_bin();
                 run_ok(
@@ -380,6 +389,7 @@ impl Store {
                     data: PathBuf::from("/data"),
                     cfg: Some(cfg),
                     mnt: None,
+                    dm: None,
                 })
             }
         }
@@ -416,12 +426,98 @@ impl Store {
     }
 }
 
+/// ext4 on LUKS2 with dm-integrity (hmac-sha256, journal mode) under dm-crypt
+/// (aes-xts-plain64, 512-bit key), on a loop device over a file in `dir`.
+fn dm_integrity(dir: PathBuf, o: &StoreOpts) -> Result<Store, String> {
+    let devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
+    if !devices.lines().any(|l| l.ends_with(" device-mapper")) {
+        return Err(
+            "unavailable: this kernel has no device-mapper (CONFIG_BLK_DEV_DM; /proc/devices lists none), so dm-crypt and dm-integrity cannot run here"
+                .into(),
+        );
+    }
+    for t in ["cryptsetup", "losetup", "mkfs.ext4"] {
+        if Command::new(t).arg("--version").output().is_err() {
+            return Err(format!(
+                "needs {t}: apt-get install --no-install-recommends cryptsetup-bin mount e2fsprogs"
+            ));
+        }
+    }
+    let t = Duration::from_secs(900);
+    let img = dir.join("dm.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(o.image_mib.max(64) << 20))
+        .map_err(|e| format!("{}: {e}", img.display()))?;
+    let key = dir.join("k");
+    let mut k = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .and_then(|()| std::fs::write(&key, k))
+        .map_err(|e| e.to_string())?;
+    let lo = run_ok(
+        Command::new("losetup").args(["--find", "--show"]).arg(&img),
+        t,
+    )?
+    .trim()
+    .to_string();
+    let name = format!("rktio-bench-{}", std::process::id());
+    let data = dir.join("data");
+    // From here the Store takes the mapping down when dropped.
+    let s = Store {
+        dir,
+        data: data.clone(),
+        cfg: None,
+        mnt: None,
+        dm: Some((name.clone(), lo.clone())),
+    };
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+            .args(["--cipher", "aes-xts-plain64", "--key-size", "512"])
+            .args(["--integrity", "hmac-sha256"])
+            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&lo),
+        t,
+    )?;
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["open", "--key-file"])
+            .arg(&key)
+            .args([&lo, &name]),
+        t,
+    )?;
+    let dev = format!("/dev/mapper/{name}");
+    run_ok(Command::new("mkfs.ext4").args(["-q", &dev]), t)?;
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    run_ok(Command::new("mount").arg(&dev).arg(&data), t)?;
+    if let Some(seed) = &o.seed {
+        copy_dir(seed, &data)?;
+    }
+    Ok(s)
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         if let Some(m) = &self.mnt {
             let _ = Command::new("fusermount3")
                 .arg("-u")
                 .arg(m)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some((name, lo)) = &self.dm {
+            let _ = Command::new("umount")
+                .arg(&self.data)
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("cryptsetup")
+                .args(["close", name])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("losetup")
+                .args(["-d", lo])
                 .stderr(Stdio::null())
                 .status();
         }

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod durability;
 mod env;
 mod net;
 mod plot;
@@ -28,7 +29,7 @@ struct Args {
     /// Small sizes and short runs (a few minutes), for a smoke run.
     #[arg(long)]
     quick: bool,
-    /// Only these figures (comma-separated: fig1a,fig1b,fig1c,fig5a,fig5c,fig7a,fig7b,fig7d,fig7f).
+    /// Only these figures (comma-separated: fig1a,fig1b,fig1c,fig5a,fig5c,fig7a,fig7b,fig7d,fig7f,fig7g).
     #[arg(long)]
     only: Option<String>,
     /// Where results go (default: bench/results, or bench/out/reproduce-quick with --quick).
@@ -37,9 +38,10 @@ struct Args {
     /// Scratch directory for images and files (on the disk being measured).
     #[arg(long, default_value = "/var/tmp/rktio-reproduce")]
     work: PathBuf,
-    /// speedtest1 binary (bench/reproduce builds it from Debian's sqlite3 source).
+    /// speedtest1 binary (bench/reproduce builds it from Debian's sqlite3 source;
+    /// needed for fig 7a only).
     #[arg(long)]
-    speedtest1: PathBuf,
+    speedtest1: Option<PathBuf>,
     /// Exit with status 1 if any measurement failed (for CI's smoke run).
     #[arg(long)]
     strict: bool,
@@ -69,6 +71,12 @@ pub struct Scale {
     pub speedtest_size: u32,
     /// sysbench seconds.
     pub sysbench_secs: u64,
+    /// Fig 7g: seconds per run, fio's file in MiB, rounds.
+    pub fsync_secs: u64,
+    /// Fig 7g's fio file, MiB.
+    pub fsync_mib: u64,
+    /// Fig 7g's rounds (modes alternate within each).
+    pub fsync_rounds: u32,
 }
 
 impl Scale {
@@ -84,6 +92,9 @@ impl Scale {
                 redis_requests: 20_000,
                 speedtest_size: 10,
                 sysbench_secs: 5,
+                fsync_secs: 2,
+                fsync_mib: 64,
+                fsync_rounds: 1,
             }
         } else {
             Scale {
@@ -96,6 +107,9 @@ impl Scale {
                 redis_requests: 200_000,
                 speedtest_size: 10,
                 sysbench_secs: 20,
+                fsync_secs: 5,
+                fsync_mib: 256,
+                fsync_rounds: 3,
             }
         }
     }
@@ -105,7 +119,8 @@ impl Scale {
             "fio file {} MiB (the paper: 40 GiB; scaled to this machine's disk and \
              time), {} s per fio run; sequential write {} MiB; {} UDP datagrams per \
              sendto run; {} s per iperf3/wrk run; {} requests per redis-benchmark test; \
-             speedtest1 --size {}; sysbench {} s",
+             speedtest1 --size {}; sysbench {} s; fig 7g: {} rounds of {} s runs, \
+             fio file {} MiB",
             self.fio_mib,
             self.fio_secs,
             self.seq_mib,
@@ -113,13 +128,16 @@ impl Scale {
             self.net_secs,
             self.redis_requests,
             self.speedtest_size,
-            self.sysbench_secs
+            self.sysbench_secs,
+            self.fsync_rounds,
+            self.fsync_secs,
+            self.fsync_mib
         )
     }
 }
 
 /// Figure titles, in the paper's order.
-const FIGS: [(&str, &str); 10] = [
+const FIGS: [(&str, &str); 11] = [
     ("fig1a", "Fig 1a: UDP sendto"),
     ("fig1b", "Fig 1b: fio 4 KiB random read/write 60/40"),
     ("fig1c", "Fig 1c: iperf3, one TCP stream"),
@@ -130,6 +148,10 @@ const FIGS: [(&str, &str); 10] = [
     ("fig7b", "Fig 7b/c: nginx + wrk"),
     ("fig7d", "Fig 7d/e: Redis + redis-benchmark"),
     ("fig7f", "Fig 7f: MariaDB + sysbench oltp_read_write"),
+    (
+        "fig7g",
+        "Fig 7g: durability: fio with fsync, SQLite commits, MariaDB write-only",
+    ),
 ];
 
 fn title(fig: &str) -> &'static str {
@@ -141,6 +163,7 @@ fn peers(fig: &str) -> &'static [&'static str] {
     match fig {
         "fig1b" | "fig5a" | "fig7a" => &["gocryptfs"],
         "fig1a" | "fig1c" | "fig7b" | "fig7d" | "fig7f" => &["wireguard-go"],
+        "fig7g" => &[report::DM_INTEGRITY],
         _ => &[],
     }
 }
@@ -240,7 +263,13 @@ fn main() {
         storage::aes_fig(&mut res, &args.work, &s);
     }
     if want("fig7a") {
-        storage::speedtest_fig(&mut res, &args.work, &s, &args.speedtest1);
+        match &args.speedtest1 {
+            Some(st) => storage::speedtest_fig(&mut res, &args.work, &s, st),
+            None => {
+                eprintln!("bench/reproduce: fig 7a needs --speedtest1");
+                std::process::exit(2);
+            }
+        }
     }
     if want("fig1a") {
         net::udp_fig(&mut res, &args.work, &s, &udpsend);
@@ -259,6 +288,9 @@ fn main() {
     }
     if want("fig7f") {
         net::mariadb_fig(&mut res, &args.work, &s);
+    }
+    if want("fig7g") {
+        durability::durability_fig(&mut res, &args.work, &s);
     }
     let header = format!(
         "# Reproduction of the rkt-io paper's evaluation\n\n\
@@ -293,4 +325,23 @@ fn main() {
         "\nresults: {}/results.md, results.csv, *.png",
         out.display()
     );
+    // --strict: a failed measurement fails the run, except a peer this machine
+    // cannot run (its cell says "unavailable: why"; it is listed here too).
+    let mut failed = 0;
+    for r in &res.recs {
+        if let Err(e) = &r.value {
+            if e.starts_with("unavailable:") {
+                eprintln!(
+                    "bench/reproduce: {} | {} | {}: {e}",
+                    r.fig, r.workload, r.mode
+                );
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    if args.strict && failed > 0 {
+        eprintln!("bench/reproduce: {failed} measurements failed (--strict)");
+        std::process::exit(1);
+    }
 }

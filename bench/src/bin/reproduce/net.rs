@@ -401,7 +401,7 @@ pub fn redis_fig(res: &mut Results, work: &Path, s: &Scale) {
 }
 
 /// sysbench's `transactions: N (X per sec.)` and `95th percentile: Y` (ms).
-fn parse_sysbench(out: &str) -> Result<(f64, f64), String> {
+pub fn parse_sysbench(out: &str) -> Result<(f64, f64), String> {
     let tps = out
         .lines()
         .find(|l| l.trim_start().starts_with("transactions:"))
@@ -417,7 +417,7 @@ fn parse_sysbench(out: &str) -> Result<(f64, f64), String> {
 
 /// An initialised MariaDB data directory (system tables), made natively once and
 /// copied (sealed with `disk create --from` for ours) into each mode.
-fn mariadb_seed(work: &Path) -> Result<std::path::PathBuf, String> {
+pub fn mariadb_seed(work: &Path) -> Result<std::path::PathBuf, String> {
     let seed = work.join("mariadb-seed");
     let _ = std::fs::remove_dir_all(&seed);
     std::fs::create_dir_all(seed.join("tmp")).map_err(|e| e.to_string())?;

@@ -13,6 +13,8 @@ pub const OURS_HOST: &str = "rktio file/tap";
 pub const OURS_DIRECT: &str = "rktio uring/xdp";
 /// Our stack direct, network in plaintext (no WireGuard).
 pub const OURS_PLAIN: &str = "rktio xdp plaintext";
+/// The kernel's authenticated disk encryption: dm-crypt over dm-integrity.
+pub const DM_INTEGRITY: &str = "dm-crypt+dm-integrity";
 
 /// One measured number, or the reason there is none.
 #[derive(Debug, Clone)]

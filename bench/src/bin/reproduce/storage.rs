@@ -8,9 +8,9 @@ use crate::Scale;
 use crate::env::{Storage, Store, StoreOpts, run_for, run_ok, tail};
 use crate::report::{Rec, Results};
 
-struct Fio {
+pub struct Fio {
     read_iops: f64,
-    write_iops: f64,
+    pub write_iops: f64,
     write_mbs: f64,
     /// Ours: the host calls per I/O from the stats report (`RKTIO_STATS`).
     host_calls: Option<f64>,
@@ -29,7 +29,7 @@ pub fn host_calls_per_io(out: &str) -> Option<f64> {
 
 /// Runs fio on `store` with `args` (plus JSON output and --thread: one process
 /// per image is a limit of ours, and threads change nothing for the others).
-fn fio(
+pub fn fio(
     store: &Store,
     args: &[String],
     limit: Duration,
