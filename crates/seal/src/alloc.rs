@@ -2,6 +2,10 @@
 //!
 //! A block the last commit references is never overwritten before the next commit;
 //! a block superseded since then becomes free only once that cannot matter any more.
+//! Freed blocks are reused first, newest first: a workload that rewrites the same
+//! data keeps landing on host blocks already written once (no holes to fill or
+//! unwritten extents to convert in the host's file system, a smaller footprint of
+//! a sparse image), and only new data moves the cursor through the free space.
 
 use crate::format::SUPERBLOCK_SLOTS;
 
@@ -25,6 +29,9 @@ pub(crate) struct Allocator {
     fresh: Vec<u64>,
     pending: Vec<u64>,
     recycle: Vec<u64>,
+    /// Blocks freed since they were last allocated, newest last (may hold
+    /// blocks allocated again since by the cursor: those are skipped).
+    reuse: Vec<u64>,
 }
 
 impl Allocator {
@@ -40,6 +47,7 @@ impl Allocator {
             fresh: Vec::new(),
             pending: Vec::new(),
             recycle: Vec::new(),
+            reuse: Vec::new(),
         }
     }
 
@@ -62,6 +70,7 @@ impl Allocator {
             Some(s) if *s == COMMITTED => {
                 *s = FREE;
                 self.free += 1;
+                self.freed(phys);
                 true
             }
             _ => false,
@@ -72,10 +81,29 @@ impl Allocator {
         self.free
     }
 
-    /// A free block, now FRESH.
+    fn freed(&mut self, phys: u64) {
+        if self.reuse.len() >= self.state.len() {
+            // Only stale entries can make it this long.
+            self.reuse.clear();
+        }
+        self.reuse.push(phys);
+    }
+
+    /// A free block, now FRESH: the most recently freed one, else the next free
+    /// one after the cursor.
     pub(crate) fn alloc(&mut self) -> Option<u64> {
         if self.free == 0 {
             return None;
+        }
+        while let Some(p) = self.reuse.pop() {
+            if let Some(s) = self.state.get_mut(p as usize)
+                && *s == FREE
+            {
+                *s = FRESH;
+                self.free -= 1;
+                self.fresh.push(p);
+                return Some(p);
+            }
         }
         let n = self.state.len();
         for k in 0..n {
@@ -111,27 +139,35 @@ impl Allocator {
 
     /// No I/O is in flight: superseded uncommitted blocks can be reused.
     pub(crate) fn quiescent(&mut self) {
-        for p in self.recycle.drain(..) {
+        let mut list = std::mem::take(&mut self.recycle);
+        for &p in &list {
             if let Some(s) = self.state.get_mut(p as usize)
                 && *s == RECYCLE
             {
                 *s = FREE;
                 self.free += 1;
+                self.freed(p);
             }
         }
+        list.clear();
+        self.recycle = list;
     }
 
     /// A commit is durable: the new map is the committed one.
     pub(crate) fn committed(&mut self) {
         self.quiescent();
-        for p in self.pending.drain(..) {
+        let mut list = std::mem::take(&mut self.pending);
+        for &p in &list {
             if let Some(s) = self.state.get_mut(p as usize)
                 && *s == PENDING
             {
                 *s = FREE;
                 self.free += 1;
+                self.freed(p);
             }
         }
+        list.clear();
+        self.pending = list;
         for p in self.fresh.drain(..) {
             if let Some(s) = self.state.get_mut(p as usize)
                 && *s == FRESH
