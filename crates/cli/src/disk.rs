@@ -469,6 +469,10 @@ fn print_info<Q: BlockQueue>(image: &Path, disk: &SealedDisk<Q>) {
     println!("key:         {}", i.key_kind);
     println!("epoch:       {}", i.epoch);
     println!("root:        {}", i.root);
+    println!(
+        "log:         {} records since the last checkpoint",
+        i.log_records
+    );
     println!("backend:     {}", disk.queue().name());
 }
 
