@@ -438,6 +438,20 @@ impl<Q: BlockQueue> PageCache<Q> {
     /// The last batch of writes is still in flight when the commit starts, so a
     /// commit that goes to the sealed disk's log writes its record alongside them.
     pub fn commit(&mut self) -> Result<u64, SealError> {
+        let epoch = self.commit_begin()?;
+        self.disk.wait_durable(epoch)?;
+        Ok(epoch)
+    }
+
+    /// Whether the commit of `epoch` (from [`PageCache::commit_begin`]) is
+    /// durable, without waiting.
+    pub fn poll_durable(&mut self, epoch: u64) -> Result<bool, SealError> {
+        self.disk.poll_durable(epoch)
+    }
+
+    /// Writes every dirty page back and starts a commit of the sealed disk
+    /// (see `SealedDisk::commit_begin`). Returns its epoch.
+    pub fn commit_begin(&mut self) -> Result<u64, SealError> {
         let lbas: Vec<u64> = self.dirty.iter().copied().collect();
         let mut chunks = lbas.chunks(WRITE_BACK_CHUNK).peekable();
         let mut done = Vec::new();
@@ -449,7 +463,7 @@ impl<Q: BlockQueue> PageCache<Q> {
             self.finish_chunk(chunk, submitted, std::mem::take(&mut done))?;
         }
         let before = self.disk.stats().commits;
-        let committed = self.disk.commit();
+        let committed = self.disk.commit_begin();
         if let Some(last) = lbas.chunks(WRITE_BACK_CHUNK).last() {
             // Inside the commit the writes finished; their completions are here.
             self.finish_chunk(last, Ok(()), done)?;

@@ -667,6 +667,19 @@ impl<Q: BlockQueue> Engine<Q> {
             .map_err(|e| FsError::new(e.errno(), e.to_string()))
     }
 
+    /// A checkpoint whose commit may still be in flight when this returns: the
+    /// epoch to wait for (`Ext4Fs::wait_durable`), or `None` when read-only.
+    fn checkpoint_begin(&mut self) -> FsResult<Option<u64>> {
+        if self.read_only {
+            return Ok(None);
+        }
+        self.fs.sync().map_err(|e| self.err(e))?;
+        lock(&self.cache)
+            .commit_begin()
+            .map(Some)
+            .map_err(|e| FsError::new(e.errno(), e.to_string()))
+    }
+
     fn maybe_checkpoint(&mut self) -> FsResult<()> {
         let wants = lock(&self.cache).wants_checkpoint();
         if wants {
@@ -807,6 +820,18 @@ impl<Q: BlockQueue> Ext4Fs<Q> {
     /// under it are followed inside (default `/`: the file system's root).
     pub fn set_mount_point(&self, at: &[u8]) {
         lock(&self.engine).at = at.to_vec();
+    }
+
+    /// Waits until the sealed disk's commit of `epoch` is durable, taking the
+    /// cache's lock only to look (the engine's stays free meanwhile).
+    fn wait_durable(&self, epoch: u64) -> FsResult<()> {
+        loop {
+            match lock(&self.cache).poll_durable(epoch) {
+                Ok(true) => return Ok(()),
+                Ok(false) => std::thread::yield_now(),
+                Err(e) => return Err(FsError::new(e.errno(), e.to_string())),
+            }
+        }
     }
 
     /// Runs `f` on the engine under the lock. rsext4 can panic on some hostile
@@ -1267,15 +1292,21 @@ where
 
     fn fsync(&self, file: &OpenFile) -> FsResult<()> {
         Self::file_ino(file)?;
-        self.with(|e| e.checkpoint())
+        self.sync()
     }
 
     fn fdatasync(&self, file: &OpenFile) -> FsResult<()> {
         self.fsync(file)
     }
 
+    /// A checkpoint, waited for outside the engine's lock: while this thread's
+    /// commit is being flushed, other threads write, and their fsyncs share the
+    /// next commit (group commit).
     fn sync(&self) -> FsResult<()> {
-        self.with(|e| e.checkpoint())
+        match self.with(|e| e.checkpoint_begin())? {
+            Some(epoch) => self.wait_durable(epoch),
+            None => Ok(()),
+        }
     }
 
     fn fstat(&self, file: &OpenFile) -> FsResult<Stat> {

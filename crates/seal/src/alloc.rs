@@ -153,6 +153,35 @@ impl Allocator {
         self.recycle = list;
     }
 
+    /// A commit's record is written, its flush not yet done: the blocks written
+    /// since the last commit are referenced by it now (superseded later, they
+    /// wait for a later commit). Returns what it superseded: free once it is
+    /// durable ([`Allocator::commit_durable`]).
+    pub(crate) fn commit_written(&mut self) -> Vec<u64> {
+        for p in self.fresh.drain(..) {
+            if let Some(s) = self.state.get_mut(p as usize)
+                && *s == FRESH
+            {
+                *s = COMMITTED;
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The commit that superseded `superseded` is durable.
+    pub(crate) fn commit_durable(&mut self, superseded: Vec<u64>) {
+        self.quiescent();
+        for p in superseded {
+            if let Some(s) = self.state.get_mut(p as usize)
+                && *s == PENDING
+            {
+                *s = FREE;
+                self.free += 1;
+                self.freed(p);
+            }
+        }
+    }
+
     /// A commit is durable: the new map is the committed one.
     pub(crate) fn committed(&mut self) {
         self.quiescent();

@@ -24,6 +24,16 @@ pub const LOG_RECORDS: usize = 256;
 /// The AAD tier byte of log records (map tiers are 1..=depth, far below).
 const LOG_TIER: u8 = 0xff;
 
+/// A commit whose record is written and whose flush is in flight.
+#[derive(Debug)]
+struct InFlight {
+    epoch: u64,
+    /// Blocks the commit superseded: free once it is durable.
+    superseded: Vec<u64>,
+    /// The nonce limit the record makes durable.
+    nonce_limit: u64,
+}
+
 /// The log of commits since the last checkpoint (docs/FORMAT.md, "Protocol").
 #[derive(Debug, Default)]
 struct Log {
@@ -204,6 +214,10 @@ pub struct SealedDisk<Q: BlockQueue> {
     log: Log,
     /// Data blocks written since the last commit.
     since: BTreeSet<u64>,
+    /// A log record written whose flush is still in flight (see `commit_begin`).
+    inflight: Option<InFlight>,
+    /// The newest epoch known durable.
+    durable: u64,
     nonce_next: u64,
     nonce_limit: u64,
     read_only: bool,
@@ -309,6 +323,8 @@ impl<Q: BlockQueue> SealedDisk<Q> {
                 ..Log::default()
             },
             since: BTreeSet::new(),
+            inflight: None,
+            durable: 0,
             nonce_next: 0,
             nonce_limit: 0,
             read_only: false,
@@ -456,6 +472,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         disk.tiers[d][0] = sb.root;
         disk.load_map()?;
         disk.replay_log(sb.log_head, sb_mac)?;
+        disk.durable = disk.epoch;
         // The pins cover the log: the epoch counts its records, and the root
         // names its last one.
         if let Some(min) = opts.expect_epoch
@@ -692,8 +709,10 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         &self.q
     }
 
-    /// Closes the disk (dropping uncommitted writes) and returns the queue.
-    pub fn into_queue(self) -> Q {
+    /// Closes the disk (dropping uncommitted writes) and returns the queue, with
+    /// nothing of ours left in flight in it.
+    pub fn into_queue(mut self) -> Q {
+        let _ = self.drain();
         self.q
     }
 
@@ -805,7 +824,10 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             return Err(SealError::NoSpace("nonce space exhausted".into()));
         }
         if self.log.next != 0 {
-            return self.write_record(Vec::new());
+            // Commits nothing: frees nothing.
+            self.settle()?;
+            self.record_begin(Vec::new(), false)?;
+            return self.settle();
         }
         let limit = self.nonce_next + NONCE_RESERVE;
         let root = self.committed_root;
@@ -857,10 +879,47 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         }
         self.completions = cs;
         r?;
+        if self.inflight.is_some()
+            && let Some((_, result)) = self.sync_done.pop()
+        {
+            self.flushed(result);
+        }
         if self.q.in_flight() == 0 {
             self.alloc.quiescent();
         }
         Ok(())
+    }
+
+    /// The flush of the commit in flight finished.
+    fn flushed(&mut self, result: Result<(), IoError>) {
+        let Some(f) = self.inflight.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.nonce_limit = self.nonce_limit.max(f.nonce_limit);
+                self.alloc.commit_durable(f.superseded);
+                self.durable = f.epoch;
+            }
+            Err(e) => self.poison(format!("flush failed: {e}")),
+        }
+    }
+
+    /// Waits until no commit is in flight.
+    fn settle(&mut self) -> Result<(), SealError> {
+        while self.inflight.is_some() {
+            if self.q.in_flight() == 0 {
+                // The flush's completion was taken elsewhere: a bookkeeping bug.
+                self.inflight = None;
+                self.poison("a commit's flush completed unseen".into());
+                break;
+            }
+            self.pump(1)?;
+        }
+        match &self.poisoned {
+            Some(why) => Err(SealError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
     }
 
     fn drain(&mut self) -> Result<(), SealError> {
@@ -1024,6 +1083,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         }
         self.sb_slot = slot;
         self.epoch = epoch;
+        self.durable = epoch;
         self.nonce_limit = nonce_limit;
         self.committed_root = root;
         self.log.next = log_head;
@@ -1033,10 +1093,17 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         Ok(())
     }
 
-    /// Appends a log record with `entries` and makes it durable with one flush.
-    /// Data writes still in flight are waited for but not flushed first: opening
-    /// checks the last record's data (see `replay_log`).
-    fn write_record(&mut self, entries: Vec<(u64, Entry)>) -> Result<(), SealError> {
+    /// Appends a log record with `entries` and starts the one flush that makes it
+    /// durable (`flushed` finishes it). Data writes still in flight are waited
+    /// for but not flushed first: opening checks the last record's data (see
+    /// `replay_log`). `commits` says the record holds every block written since
+    /// the last commit (what they replaced is freed once it is durable); a record
+    /// that only raises the nonce limit commits nothing. No other commit may be
+    /// in flight: records are durable one after the other.
+    fn record_begin(&mut self, entries: Vec<(u64, Entry)>, commits: bool) -> Result<(), SealError> {
+        if self.inflight.is_some() {
+            return Err(SealError::Invalid("a commit is already in flight".into()));
+        }
         let at = self.log.next;
         if at == 0 || entries.len() > RECORD_ENTRIES {
             return Err(SealError::Invalid(
@@ -1096,12 +1163,24 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             self.poison(format!("log write failed: {e}"));
             return Err(e);
         }
-        if let Err(e) = self.flush_sync() {
+        let superseded = if commits {
+            self.alloc.commit_written()
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.q.submit(Request {
+            op: Op::Flush,
+            user: FLUSH_USER,
+        }) {
             self.poison(format!("flush failed: {e}"));
-            return Err(e);
+            return Err(e.into());
         }
+        self.inflight = Some(InFlight {
+            epoch,
+            superseded,
+            nonce_limit: limit,
+        });
         self.epoch = epoch;
-        self.nonce_limit = limit;
         self.log.prev = tag16;
         self.log.records.push(at);
         self.log.next = next;
@@ -1282,14 +1361,30 @@ impl<Q: BlockQueue> SealedDisk<Q> {
     /// log (one block, one flush); a larger one, or one when the log is full or
     /// space is short, checkpoints (the map and a superblock, two flushes).
     pub fn commit(&mut self) -> Result<u64, SealError> {
+        let epoch = self.commit_begin()?;
+        self.wait_durable(epoch)?;
+        Ok(epoch)
+    }
+
+    /// Starts a commit of every write so far and returns its epoch; it is
+    /// durable once [`SealedDisk::poll_durable`] says so (or after
+    /// [`SealedDisk::wait_durable`]). A commit through the log returns with its
+    /// flush in flight, so the caller can let other work (more writes) go on
+    /// meanwhile; the next commit's record waits for that flush. A checkpoint
+    /// returns durable. With nothing new written, the epoch of the last commit
+    /// (which may still be in flight).
+    pub fn commit_begin(&mut self) -> Result<u64, SealError> {
         self.check_writable()?;
         if self.since.is_empty() {
-            self.drain()?;
+            if self.inflight.is_none() {
+                self.drain()?;
+            }
             if let Some(why) = &self.poisoned {
                 return Err(SealError::Poisoned(why.clone()));
             }
             return Ok(self.epoch);
         }
+        self.settle()?;
         let fits = self.log.next != 0
             && self.since.len() <= RECORD_ENTRIES
             && self.log.records.len() < self.log.limit
@@ -1302,20 +1397,44 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             .iter()
             .map(|&lba| (lba, self.tiers[0][lba as usize]))
             .collect();
-        self.write_record(entries)?;
-        // The record holds every block written since the last commit: what it
-        // replaced can be reused now. (A record that only raises the nonce
-        // limit commits nothing, so it frees nothing.)
-        self.alloc.committed();
+        self.record_begin(entries, true)?;
         self.since.clear();
         self.stats.commits += 1;
         Ok(self.epoch)
+    }
+
+    /// Whether the commit of `epoch` is durable, looking at finished I/O without
+    /// waiting. An error if the disk failed (poisoned) before it was.
+    pub fn poll_durable(&mut self, epoch: u64) -> Result<bool, SealError> {
+        if self.durable < epoch && self.q.in_flight() > 0 {
+            self.pump(0)?;
+        }
+        if self.durable >= epoch {
+            return Ok(true);
+        }
+        match &self.poisoned {
+            Some(why) => Err(SealError::Poisoned(why.clone())),
+            None if self.inflight.is_none() => Err(SealError::Invalid(format!(
+                "epoch {epoch} is not a commit in flight (durable: {})",
+                self.durable
+            ))),
+            None => Ok(false),
+        }
+    }
+
+    /// Waits until the commit of `epoch` is durable.
+    pub fn wait_durable(&mut self, epoch: u64) -> Result<(), SealError> {
+        while !self.poll_durable(epoch)? {
+            self.pump(1)?;
+        }
+        Ok(())
     }
 
     /// Writes every dirty map node and a superblock naming the new root and a new
     /// log head; the old log's blocks are free once that is durable.
     fn checkpoint(&mut self) -> Result<u64, SealError> {
         self.check_writable()?;
+        self.settle()?;
         self.drain()?;
         if let Some(why) = &self.poisoned {
             return Err(SealError::Poisoned(why.clone()));
