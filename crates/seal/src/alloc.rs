@@ -169,8 +169,9 @@ impl Allocator {
     }
 
     /// The commit that superseded `superseded` is durable.
+    /// (Blocks written since and superseded again wait for `quiescent`: other
+    /// writes may still be in flight.)
     pub(crate) fn commit_durable(&mut self, superseded: Vec<u64>) {
-        self.quiescent();
         for p in superseded {
             if let Some(s) = self.state.get_mut(p as usize)
                 && *s == PENDING
@@ -232,5 +233,28 @@ mod tests {
         a.supersede(y);
         a.committed();
         assert_eq!(a.free_blocks(), 4);
+    }
+
+    /// With a commit's flush in flight, a block written and superseded again
+    /// (its write may still be in flight) is not freed by the flush's end, only
+    /// once no I/O is in flight; what the commit superseded is.
+    #[test]
+    fn a_flush_in_flight_frees_only_what_its_commit_superseded() {
+        let mut a = Allocator::new(10);
+        assert!(a.claim_committed(2));
+        let x = a.alloc().unwrap(); // written for the commit
+        a.supersede(2); // ... replacing block 2
+        let superseded = a.commit_written();
+        assert_eq!(superseded, vec![2]);
+        let y = a.alloc().unwrap(); // written during the flush
+        a.supersede(y); // and replaced again: RECYCLE
+        let free = a.free_blocks();
+        a.commit_durable(superseded);
+        assert_eq!(a.free_blocks(), free + 1, "block 2 only");
+        assert_ne!(a.alloc(), Some(y), "y's write may still be in flight");
+        a.quiescent();
+        assert!(a.state[y as usize] == FREE);
+        // x is referenced by the durable commit.
+        assert!(a.state[x as usize] == COMMITTED);
     }
 }

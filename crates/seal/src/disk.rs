@@ -28,6 +28,8 @@ const LOG_TIER: u8 = 0xff;
 #[derive(Debug)]
 struct InFlight {
     epoch: u64,
+    /// What named the durable state before it (see `root`).
+    before: Entry,
     /// Blocks the commit superseded: free once it is durable.
     superseded: Vec<u64>,
     /// The nonce limit the record makes durable.
@@ -207,7 +209,8 @@ pub struct SealedDisk<Q: BlockQueue> {
     /// Dirty map nodes per tier (index into tiers[t]); dirty[0] unused.
     dirty: Vec<BTreeSet<u64>>,
     alloc: Allocator,
-    epoch: u64,
+    /// The newest commit (its flush may still be in flight: see `durable`).
+    last_epoch: u64,
     committed_root: Entry,
     /// Superblock slot of the newest superblock (the next goes to the other).
     sb_slot: u64,
@@ -241,7 +244,7 @@ impl<Q: BlockQueue> std::fmt::Debug for SealedDisk<Q> {
         f.debug_struct("SealedDisk")
             .field("queue", &self.q.name())
             .field("logical", &self.logical)
-            .field("epoch", &self.epoch)
+            .field("epoch", &self.last_epoch)
             .finish_non_exhaustive()
     }
 }
@@ -314,7 +317,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
                 .collect(),
             dirty: vec![BTreeSet::new(); lens.len()],
             alloc: Allocator::new(physical),
-            epoch: 0,
+            last_epoch: 0,
             committed_root: Entry::HOLE,
             sb_slot: SUPERBLOCK_SLOTS - 1,
             log: Log {
@@ -462,7 +465,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             )));
         }
         let mut disk = Self::blank(q, keys, sb.header.clone(), sb.logical, sb.physical)?;
-        disk.epoch = sb.epoch;
+        disk.last_epoch = sb.epoch;
         disk.committed_root = sb.root;
         disk.sb_slot = sb_slot;
         disk.nonce_next = sb.nonce_limit;
@@ -472,15 +475,15 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         disk.tiers[d][0] = sb.root;
         disk.load_map()?;
         disk.replay_log(sb.log_head, sb_mac)?;
-        disk.durable = disk.epoch;
+        disk.durable = disk.last_epoch;
         // The pins cover the log: the epoch counts its records, and the root
         // names its last one.
         if let Some(min) = opts.expect_epoch
-            && disk.epoch < min
+            && disk.last_epoch < min
         {
             return Err(SealError::Stale(format!(
                 "image epoch {} is older than the expected {min}: the host may have rolled the image back",
-                disk.epoch
+                disk.last_epoch
             )));
         }
         if let Some(root) = &opts.expect_root
@@ -489,7 +492,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             return Err(SealError::Stale(format!(
                 "image root {} (epoch {}) is not the expected {root}",
                 disk.root(),
-                disk.epoch
+                disk.last_epoch
             )));
         }
         Ok(disk)
@@ -512,7 +515,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             )));
         }
         let mut records: Vec<(Entry, LogRecord)> = Vec::new();
-        let (mut at, mut prev, mut epoch) = (head, sb_mac, self.epoch);
+        let (mut at, mut prev, mut epoch) = (head, sb_mac, self.last_epoch);
         let mut raw = Box::new([0u8; BLOCK_SIZE]);
         // A chain cannot be longer than the blocks there are: stops a hostile loop.
         while (records.len() as u64) < self.physical {
@@ -577,7 +580,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
                 )));
             }
             limit = limit.max(rec.nonce_limit);
-            self.epoch += 1;
+            self.last_epoch += 1;
             self.log.prev = id.tag;
             self.log.next = rec.next;
             self.log.records.push(id.phys);
@@ -681,15 +684,20 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         self.logical
     }
 
-    /// The committed epoch: commits so far (superblocks and log records).
+    /// The committed epoch: durable commits so far (superblocks and log
+    /// records; a commit whose flush is in flight does not count yet).
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.durable
     }
 
-    /// Names the committed state (hex): the root entry, or after log records the
-    /// last record's entry (which authenticates the whole chain back to the root).
+    /// Names the committed (durable) state (hex): the root entry, or after log
+    /// records the last record's entry (which authenticates the whole chain back
+    /// to the root).
     pub fn root(&self) -> String {
-        self.log.last.unwrap_or(self.committed_root).hex()
+        match &self.inflight {
+            Some(f) => f.before.hex(),
+            None => self.log.last.unwrap_or(self.committed_root).hex(),
+        }
     }
 
     /// Sets how many log records commits may append before one checkpoints
@@ -720,7 +728,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
     pub fn info(&self) -> DiskInfo {
         DiskInfo {
             uuid: crate::hex::encode(&self.header.uuid),
-            epoch: self.epoch,
+            epoch: self.epoch(),
             root: self.root(),
             log_records: self.log.records.len() as u64,
             logical_blocks: self.logical,
@@ -878,12 +886,13 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             self.handle(c);
         }
         self.completions = cs;
-        r?;
+        // A flush that completed counts even if the queue then failed.
         if self.inflight.is_some()
             && let Some((_, result)) = self.sync_done.pop()
         {
             self.flushed(result);
         }
+        r?;
         if self.q.in_flight() == 0 {
             self.alloc.quiescent();
         }
@@ -1060,7 +1069,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         nonce_limit: u64,
         log_head: u64,
     ) -> Result<(), SealError> {
-        let epoch = self.epoch + 1;
+        let epoch = self.last_epoch + 1;
         let sb = Superblock {
             header: self.header.clone(),
             epoch,
@@ -1082,7 +1091,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             return Err(e);
         }
         self.sb_slot = slot;
-        self.epoch = epoch;
+        self.last_epoch = epoch;
         self.durable = epoch;
         self.nonce_limit = nonce_limit;
         self.committed_root = root;
@@ -1122,7 +1131,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             .nonce_next
             .saturating_add(NONCE_RESERVE)
             .max(self.nonce_limit);
-        let epoch = self.epoch + 1;
+        let epoch = self.last_epoch + 1;
         let rec = LogRecord {
             next,
             nonce_limit: limit,
@@ -1177,10 +1186,11 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         }
         self.inflight = Some(InFlight {
             epoch,
+            before: self.log.last.unwrap_or(self.committed_root),
             superseded,
             nonce_limit: limit,
         });
-        self.epoch = epoch;
+        self.last_epoch = epoch;
         self.log.prev = tag16;
         self.log.records.push(at);
         self.log.next = next;
@@ -1382,7 +1392,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             if let Some(why) = &self.poisoned {
                 return Err(SealError::Poisoned(why.clone()));
             }
-            return Ok(self.epoch);
+            return Ok(self.last_epoch);
         }
         self.settle()?;
         let fits = self.log.next != 0
@@ -1400,7 +1410,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         self.record_begin(entries, true)?;
         self.since.clear();
         self.stats.commits += 1;
-        Ok(self.epoch)
+        Ok(self.last_epoch)
     }
 
     /// Whether the commit of `epoch` is durable, looking at finished I/O without
@@ -1508,7 +1518,7 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         self.since.clear();
         self.stats.commits += 1;
         self.stats.checkpoints += 1;
-        Ok(self.epoch)
+        Ok(self.last_epoch)
     }
 
     /// Reads and authenticates every written block; `progress(done, total)`.
