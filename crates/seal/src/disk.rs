@@ -2,8 +2,8 @@
 
 use crate::alloc::Allocator;
 use crate::format::{
-    self, Entry, FANOUT, Header, Kdf, LogRecord, MAC_OFFSET, RECORD_BODY, RECORD_ENTRIES,
-    RECORD_NONCE_LEN, SUPERBLOCK_SLOTS, Superblock, encode_node, tier_lengths,
+    self, Entry, FANOUT, Header, Kdf, MAC_OFFSET, RECORD_ENTRIES, RECORD_NONCE_LEN,
+    SUPERBLOCK_SLOTS, Superblock, encode_node, tier_lengths,
 };
 use crate::keys::{self, Argon2Params, KeySource, Keys, Master};
 use crate::{BLOCK_SIZE, Block, SealError};
@@ -12,63 +12,16 @@ use rktio_blk::{BlockQueue, Completion, IoError, Op, Request};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use zeroize::Zeroizing;
 
+mod log;
+pub use log::LOG_RECORDS;
+use log::{InFlight, Log};
+
 /// Nonces reserved per superblock write. Nonces are never reused: a session only
 /// uses nonces below the limit recorded in a durable superblock, and the next
 /// session starts above it.
 const NONCE_RESERVE: u64 = 1 << 32;
 /// Lower-queue tag of flushes.
 const FLUSH_USER: u64 = u64::MAX;
-/// Log records appended before a commit checkpoints instead (writes the map and a
-/// superblock): bounds the blocks the log holds and the reads an open replays.
-pub const LOG_RECORDS: usize = 256;
-/// The AAD tier byte of log records (map tiers are 1..=depth, far below).
-const LOG_TIER: u8 = 0xff;
-
-/// A commit whose record is written and whose flush is in flight.
-#[derive(Debug)]
-struct InFlight {
-    epoch: u64,
-    /// What named the durable state before it (see `root`).
-    before: Entry,
-    /// Blocks the commit superseded: free once it is durable.
-    superseded: Vec<u64>,
-    /// The nonce limit the record makes durable.
-    nonce_limit: u64,
-}
-
-/// The log of commits since the last checkpoint (docs/FORMAT.md, "Protocol").
-#[derive(Debug, Default)]
-struct Log {
-    /// Block reserved for the next record (0: no log yet, a version 1 image).
-    next: u64,
-    /// Chain value the next record is bound to: the last record's tag, or the
-    /// first 16 bytes of the superblock's MAC.
-    prev: [u8; 16],
-    /// Blocks of the records since the checkpoint.
-    records: Vec<u64>,
-    /// The last record (its block, nonce, tag): names the committed state.
-    last: Option<Entry>,
-    /// Records before a commit checkpoints.
-    limit: usize,
-    /// This session's record nonces: a random 96-bit start, counted up from
-    /// (drawn at open: the random generator may be gone when the program exits
-    /// and the last commit runs).
-    nonce_base: [u8; RECORD_NONCE_LEN],
-    nonces_used: u64,
-}
-
-impl Log {
-    /// The next record nonce: the random start plus a count in its low 64 bits.
-    fn next_nonce(&mut self) -> [u8; RECORD_NONCE_LEN] {
-        let mut n = self.nonce_base;
-        let mut low = [0u8; 8];
-        low.copy_from_slice(&n[..8]);
-        let low = u64::from_le_bytes(low).wrapping_add(self.nonces_used);
-        n[..8].copy_from_slice(&low.to_le_bytes());
-        self.nonces_used += 1;
-        n
-    }
-}
 
 /// Options for creating a sealed disk.
 #[derive(Debug, Clone, Copy)]
@@ -253,30 +206,6 @@ fn nonce_bytes(n: u64) -> aead::Nonce {
     let mut b = [0u8; 12];
     b[..8].copy_from_slice(&n.to_le_bytes());
     aead::Nonce::assume_unique_for_key(b)
-}
-
-/// A log record named as a map entry: its block, the first 8 bytes of its nonce,
-/// its tag.
-fn record_id(at: u64, nonce: &[u8; RECORD_NONCE_LEN], tag: [u8; 16]) -> Entry {
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&nonce[..8]);
-    Entry {
-        phys: at,
-        nonce: u64::from_le_bytes(n),
-        tag,
-    }
-}
-
-/// Additional data of a log record: the image, the epoch it commits, the chain
-/// value before it, and the block it sits in.
-fn record_aad(uuid: &[u8; 16], epoch: u64, prev: &[u8; 16], at: u64) -> aead::Aad<[u8; 49]> {
-    let mut a = [0u8; 49];
-    a[..16].copy_from_slice(uuid);
-    a[16] = LOG_TIER;
-    a[17..25].copy_from_slice(&epoch.to_le_bytes());
-    a[25..41].copy_from_slice(prev);
-    a[41..].copy_from_slice(&at.to_le_bytes());
-    aead::Aad::from(a)
 }
 
 fn aad(uuid: &[u8; 16], tier: u8, index: u64) -> aead::Aad<[u8; 25]> {
@@ -496,132 +425,6 @@ impl<Q: BlockQueue> SealedDisk<Q> {
             )));
         }
         Ok(disk)
-    }
-
-    /// Reads the log after the superblock, as far as its records authenticate and
-    /// chain, and applies it to the map. The last record counts only if every
-    /// data block it names authenticates: a commit writes its record and its
-    /// data together and flushes once, so a power cut can leave the record
-    /// without its data.
-    fn replay_log(&mut self, head: u64, sb_mac: [u8; 16]) -> Result<(), SealError> {
-        self.log.next = head;
-        self.log.prev = sb_mac;
-        if head == 0 {
-            return Ok(());
-        }
-        if !self.alloc.claim_committed(head) {
-            return Err(SealError::Corrupt(format!(
-                "the log starts at block {head}, which the map uses"
-            )));
-        }
-        let mut records: Vec<(Entry, LogRecord)> = Vec::new();
-        let (mut at, mut prev, mut epoch) = (head, sb_mac, self.last_epoch);
-        let mut raw = Box::new([0u8; BLOCK_SIZE]);
-        // A chain cannot be longer than the blocks there are: stops a hostile loop.
-        while (records.len() as u64) < self.physical {
-            rktio_blk::read_block(&mut self.q, at, 0, &mut raw)??;
-            let Some((id, rec)) = self.open_record(&mut raw, at, epoch + 1, &prev) else {
-                break;
-            };
-            prev = id.tag;
-            epoch += 1;
-            at = rec.next;
-            records.push((id, rec));
-        }
-        if let Some((_, last)) = records.last() {
-            let items: Vec<(u8, u64, Entry)> = last
-                .entries
-                .iter()
-                .filter(|(_, e)| !e.is_hole())
-                .map(|(lba, e)| (0u8, *lba, *e))
-                .collect();
-            let mut whole = true;
-            for chunk in items.chunks(1024) {
-                for r in self.read_batch(chunk)? {
-                    match r {
-                        Ok(b) => self.recycle(b),
-                        Err(SealError::Integrity { .. }) => whole = false,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            if !whole {
-                tracing::warn!(
-                    "the last log record's data did not all reach the disk: opening at the commit before it"
-                );
-                records.pop();
-            }
-        }
-        let mut limit = self.nonce_limit;
-        for (id, rec) in records {
-            for (lba, e) in &rec.entries {
-                let old = self.tiers[0][*lba as usize];
-                if !old.is_hole() && !self.alloc.release_committed(old.phys) {
-                    return Err(SealError::Corrupt(format!(
-                        "log record at block {} replaces block {lba} whose old copy is not in use",
-                        id.phys
-                    )));
-                }
-                if !e.is_hole() && !self.alloc.claim_committed(e.phys) {
-                    return Err(SealError::Corrupt(format!(
-                        "block {} is referenced twice (log record at block {}, block {lba})",
-                        e.phys, id.phys
-                    )));
-                }
-                self.tiers[0][*lba as usize] = *e;
-                if self.depth() >= 1 {
-                    self.dirty[1].insert(lba / FANOUT);
-                }
-            }
-            if !self.alloc.claim_committed(rec.next) {
-                return Err(SealError::Corrupt(format!(
-                    "log record at block {} reserves block {}, which is in use",
-                    id.phys, rec.next
-                )));
-            }
-            limit = limit.max(rec.nonce_limit);
-            self.last_epoch += 1;
-            self.log.prev = id.tag;
-            self.log.next = rec.next;
-            self.log.records.push(id.phys);
-            self.log.last = Some(id);
-        }
-        self.nonce_limit = limit;
-        self.nonce_next = limit;
-        Ok(())
-    }
-
-    /// Authenticates and parses the record in `raw` (read from block `at`), which
-    /// must be the one for `epoch` chained to `prev`; `None` if it is not (the end
-    /// of the log: never written, torn, or not this chain's).
-    fn open_record(
-        &mut self,
-        raw: &mut Block,
-        at: u64,
-        epoch: u64,
-        prev: &[u8; 16],
-    ) -> Option<(Entry, LogRecord)> {
-        let nonce: [u8; RECORD_NONCE_LEN] = raw[..RECORD_NONCE_LEN].try_into().ok()?;
-        let mut tag = [0u8; 16];
-        tag.copy_from_slice(&raw[BLOCK_SIZE - 16..]);
-        let body = &mut raw[RECORD_NONCE_LEN..RECORD_NONCE_LEN + RECORD_BODY];
-        self.keys
-            .log
-            .open_in_place_separate_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                record_aad(&self.header.uuid, epoch, prev, at),
-                &tag,
-                body,
-            )
-            .ok()?;
-        match LogRecord::decode(body, self.logical, self.physical) {
-            Ok(r) => Some((record_id(at, &nonce, tag), r)),
-            Err(e) => {
-                // Authentic yet malformed: only our own bug could write it.
-                tracing::warn!("log record at block {at} authenticates but is malformed: {e}");
-                None
-            }
-        }
     }
 
     fn depth(&self) -> usize {
@@ -1102,103 +905,6 @@ impl<Q: BlockQueue> SealedDisk<Q> {
         Ok(())
     }
 
-    /// Appends a log record with `entries` and starts the one flush that makes it
-    /// durable (`flushed` finishes it). Data writes still in flight are waited
-    /// for but not flushed first: opening checks the last record's data (see
-    /// `replay_log`). `commits` says the record holds every block written since
-    /// the last commit (what they replaced is freed once it is durable); a record
-    /// that only raises the nonce limit commits nothing. No other commit may be
-    /// in flight: records are durable one after the other.
-    fn record_begin(&mut self, entries: Vec<(u64, Entry)>, commits: bool) -> Result<(), SealError> {
-        if self.inflight.is_some() {
-            return Err(SealError::Invalid("a commit is already in flight".into()));
-        }
-        let at = self.log.next;
-        if at == 0 || entries.len() > RECORD_ENTRIES {
-            return Err(SealError::Invalid(
-                "no room in the log for this record".into(),
-            ));
-        }
-        let next = self
-            .alloc
-            .alloc()
-            .ok_or_else(|| SealError::NoSpace("no free block for the log".into()))?;
-        // Records are sealed under their own key, with nonces counted from a
-        // random 96-bit start per session: a record rewritten after a crash never
-        // repeats one, and the data's counter needs no reservation for it.
-        let nonce = self.log.next_nonce();
-        let limit = self
-            .nonce_next
-            .saturating_add(NONCE_RESERVE)
-            .max(self.nonce_limit);
-        let epoch = self.last_epoch + 1;
-        let rec = LogRecord {
-            next,
-            nonce_limit: limit,
-            entries,
-        };
-        // Sealed in trusted memory, then copied to the host buffer.
-        let mut body = Box::new([0u8; RECORD_BODY]);
-        rec.encode(&mut body);
-        let tag = self
-            .keys
-            .log
-            .seal_in_place_separate_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                record_aad(&self.header.uuid, epoch, &self.log.prev, at),
-                &mut body[..],
-            )
-            .map_err(|_| SealError::Invalid("AES-GCM seal failed".into()))?;
-        let mut tag16 = [0u8; 16];
-        tag16.copy_from_slice(tag.as_ref());
-        self.scratch[..RECORD_NONCE_LEN].copy_from_slice(&nonce);
-        self.scratch[RECORD_NONCE_LEN..RECORD_NONCE_LEN + RECORD_BODY].copy_from_slice(&body[..]);
-        self.scratch[BLOCK_SIZE - 16..].copy_from_slice(&tag16);
-        let slot = self.acquire_slot()?;
-        self.q.buffers_mut().copy_in(slot, &self.scratch[..])?;
-        self.submit_lower(
-            Op::Write {
-                block: at,
-                buf: slot,
-            },
-            slot,
-            Pending::MetaWrite,
-        )?;
-        self.drain()?;
-        if let Some(why) = &self.poisoned {
-            return Err(SealError::Poisoned(why.clone()));
-        }
-        if let Some(e) = self.meta_error.take() {
-            self.poison(format!("log write failed: {e}"));
-            return Err(e);
-        }
-        let superseded = if commits {
-            self.alloc.commit_written()
-        } else {
-            Vec::new()
-        };
-        if let Err(e) = self.q.submit(Request {
-            op: Op::Flush,
-            user: FLUSH_USER,
-        }) {
-            self.poison(format!("flush failed: {e}"));
-            return Err(e.into());
-        }
-        self.inflight = Some(InFlight {
-            epoch,
-            before: self.log.last.unwrap_or(self.committed_root),
-            superseded,
-            nonce_limit: limit,
-        });
-        self.last_epoch = epoch;
-        self.log.prev = tag16;
-        self.log.records.push(at);
-        self.log.next = next;
-        self.log.last = Some(record_id(at, &nonce, tag16));
-        self.stats.log_records += 1;
-        Ok(())
-    }
-
     // ---- the data path ----
 
     /// Starts reading block `lba`; its plaintext arrives in a completion with `user`.
@@ -1607,103 +1313,4 @@ fn upgrade(slot: &mut Option<SealError>, e: SealError) {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use rktio_blk::MemDisk;
-
-    fn block(lba: u64) -> Block {
-        let mut b = [0u8; BLOCK_SIZE];
-        b[..8].copy_from_slice(&lba.to_le_bytes());
-        b[100] = 0x5a;
-        b
-    }
-
-    /// An image of format version 1 (no log) opens, and its first commit
-    /// checkpoints into version 2.
-    #[test]
-    fn a_version_1_image_opens_and_moves_to_version_2() {
-        let key = KeySource::Bytes(Zeroizing::new([3; 32]));
-        let media = MemDisk::new(300);
-        let mut d =
-            SealedDisk::create(media.queue(8).unwrap(), &key, &CreateOptions::default()).unwrap();
-        d.set_log_limit(0);
-        d.write(3, &block(3)).unwrap();
-        d.commit().unwrap();
-        // Rewrite both slots as version 1 wrote them: version 1, no log head.
-        for slot in 0..SUPERBLOCK_SLOTS {
-            let mut b = media.read(slot);
-            let Ok(mut sb) = Superblock::decode_authenticated(&b[..]) else {
-                continue;
-            };
-            sb.log_head = 0;
-            b = *sb.encode();
-            b[8..12].copy_from_slice(&1u32.to_le_bytes());
-            let tag = hmac::sign(&d.keys.mac, &b[..MAC_OFFSET]);
-            b[MAC_OFFSET..].copy_from_slice(tag.as_ref());
-            media.write(slot, &b);
-        }
-        drop(d);
-        let mut d =
-            SealedDisk::open(media.queue(8).unwrap(), &key, &OpenOptions::default()).unwrap();
-        assert_eq!(d.info().log_records, 0);
-        let mut out = [0u8; BLOCK_SIZE];
-        d.read(3, &mut out).unwrap();
-        assert!(out == block(3));
-        d.write(4, &block(4)).unwrap();
-        d.commit().unwrap();
-        assert_eq!(d.stats().checkpoints, 1, "the first commit checkpoints");
-        d.write(5, &block(5)).unwrap();
-        d.commit().unwrap();
-        assert_eq!(d.info().log_records, 1, "the second goes to the log");
-        drop(d);
-        let mut d =
-            SealedDisk::open(media.queue(8).unwrap(), &key, &OpenOptions::default()).unwrap();
-        for lba in [3, 4, 5] {
-            d.read(lba, &mut out).unwrap();
-            assert!(out == block(lba));
-        }
-        let v = u32::from_le_bytes(media.read(d.sb_slot)[8..12].try_into().unwrap());
-        assert_eq!(v, format::VERSION);
-    }
-
-    /// A record that only raises the nonce limit, in the middle of writes,
-    /// commits nothing and so frees nothing the last commit still needs.
-    #[test]
-    fn a_nonce_reservation_between_commits_frees_nothing() {
-        let key = KeySource::Bytes(Zeroizing::new([4; 32]));
-        let media = MemDisk::new(300);
-        let mut d =
-            SealedDisk::create(media.queue(8).unwrap(), &key, &CreateOptions::default()).unwrap();
-        let v = |lba: u64, ver: u8| {
-            let mut b = block(lba);
-            b[200] = ver;
-            b
-        };
-        for lba in 0..20 {
-            d.write(lba, &v(lba, 1)).unwrap();
-        }
-        d.commit().unwrap();
-        // A reservation after three more nonces.
-        d.nonce_limit = d.nonce_next + 3;
-        let records = d.stats().log_records;
-        for lba in 0..20 {
-            d.write(lba, &v(lba, 2)).unwrap();
-        }
-        assert_eq!(d.stats().log_records, records + 1, "one reservation record");
-        // Cycle through the free blocks: a wrongly freed one gets overwritten.
-        for round in 0..30 {
-            for lba in 20..40 {
-                d.write(lba, &v(lba, 3 + round)).unwrap();
-            }
-        }
-        drop(d);
-        let mut d =
-            SealedDisk::open(media.queue(8).unwrap(), &key, &OpenOptions::default()).unwrap();
-        let mut out = [0u8; BLOCK_SIZE];
-        for lba in 0..20 {
-            d.read(lba, &mut out).unwrap();
-            assert!(out == v(lba, 1), "block {lba} lost its committed contents");
-        }
-    }
-}
+mod tests;
