@@ -16,7 +16,7 @@ use crate::Scale;
 use crate::env::{Bg, Storage, Store, StoreOpts, run_ok, tail};
 use crate::net::{mariadb_seed, parse_sysbench};
 use crate::report::{Rec, Results};
-use crate::storage::fio;
+use crate::storage::{fio, lay_out};
 
 const FIG: &str = "fig7g";
 
@@ -42,11 +42,50 @@ while time.monotonic() - start < secs:
 print(n / (time.monotonic() - start))
 "#;
 
-/// One row of the figure: what ran and how to run it on a store.
-struct Row {
-    workload: String,
-    metric: &'static str,
+/// What a row runs.
+#[derive(Clone, Copy)]
+enum Work {
+    /// fio random writes, each followed by this sync option, with this many jobs.
+    Fio(&'static str, u32),
+    /// SQLite commits in this journal mode.
+    Sqlite(&'static str),
+    /// MariaDB under sysbench oltp_write_only.
+    Mariadb,
 }
+
+/// The rows: what ran, its metric, and how.
+const ROWS: [(&str, &str, Work); 6] = [
+    (
+        "fio randwrite 4 KiB, fsync every write, 1 job",
+        "write IOPS",
+        Work::Fio("--fsync=1", 1),
+    ),
+    (
+        "fio randwrite 4 KiB, fsync every write, 4 jobs",
+        "write IOPS",
+        Work::Fio("--fsync=1", 4),
+    ),
+    (
+        "fio randwrite 4 KiB, fdatasync every write, 1 job",
+        "write IOPS",
+        Work::Fio("--fdatasync=1", 1),
+    ),
+    (
+        "SQLite commits, journal_mode delete, 2 KB rows",
+        "commits/s",
+        Work::Sqlite("delete"),
+    ),
+    (
+        "SQLite commits, journal_mode wal, 2 KB rows",
+        "commits/s",
+        Work::Sqlite("wal"),
+    ),
+    (
+        "MariaDB oltp_write_only, 4 tables × 10k rows, 4 threads",
+        "transactions/s",
+        Work::Mariadb,
+    ),
+];
 
 /// A mode's store and what its setup failed with, kept across rounds.
 struct Mode {
@@ -59,32 +98,6 @@ struct Mode {
 /// Fig 7g (see the module comment).
 pub fn durability_fig(res: &mut Results, work: &Path, s: &Scale) {
     let secs = s.fsync_secs;
-    let rows = [
-        Row {
-            workload: "fio randwrite 4 KiB, fsync every write, 1 job".into(),
-            metric: "write IOPS",
-        },
-        Row {
-            workload: "fio randwrite 4 KiB, fsync every write, 4 jobs".into(),
-            metric: "write IOPS",
-        },
-        Row {
-            workload: "fio randwrite 4 KiB, fdatasync every write, 1 job".into(),
-            metric: "write IOPS",
-        },
-        Row {
-            workload: "SQLite commits, journal_mode delete, 2 KB rows".into(),
-            metric: "commits/s",
-        },
-        Row {
-            workload: "SQLite commits, journal_mode wal, 2 KB rows".into(),
-            metric: "commits/s",
-        },
-        Row {
-            workload: "MariaDB oltp_write_only, 4 tables × 10k rows, 4 threads".into(),
-            metric: "transactions/s",
-        },
-    ];
     let seed = mariadb_seed(work);
     let mut modes: Vec<Mode> = modes()
         .into_iter()
@@ -99,21 +112,14 @@ pub fn durability_fig(res: &mut Results, work: &Path, s: &Scale) {
                 plaintext: false,
             };
             let store = Store::new(kind, work, &o).and_then(|st| {
-                // Lay fio's file out first (untimed), so every write overwrites.
-                fio(
+                // Every write of the rows overwrites.
+                lay_out(
                     &st,
-                    &[
-                        "--name=layout".into(),
-                        format!("--filename={}", st.path("fio.dat")),
-                        format!("--size={}M", s.fsync_mib),
-                        "--bs=1M".into(),
-                        "--rw=write".into(),
-                        "--end_fsync=1".into(),
-                    ],
+                    &st.path("fio.dat"),
+                    s.fsync_mib,
                     Duration::from_secs(600),
-                    &[],
                 )
-                .map(|_| st)
+                .map(|()| st)
                 .map_err(|e| format!("layout: {e}"))
             });
             Mode {
@@ -128,14 +134,13 @@ pub fn durability_fig(res: &mut Results, work: &Path, s: &Scale) {
     for round in 0..s.fsync_rounds {
         for (mi, m) in modes.iter_mut().enumerate() {
             eprintln!("== durability round {} on {}", round + 1, m.kind.name());
-            for (ri, _) in rows.iter().enumerate() {
+            for (ri, (_, _, w)) in ROWS.iter().enumerate() {
                 let v = match &m.store {
                     Err(e) => Err(e.clone()),
-                    Ok(st) => match ri {
-                        0..=2 => fio_row(st, ri, s, secs),
-                        3 => sqlite(st, "delete", secs),
-                        4 => sqlite(st, "wal", secs),
-                        _ => match &seed {
+                    Ok(st) => match *w {
+                        Work::Fio(sync, jobs) => fio_row(st, sync, jobs, s, secs),
+                        Work::Sqlite(mode) => sqlite(st, mode, secs),
+                        Work::Mariadb => match &seed {
                             Err(e) => Err(format!("mariadb-install-db: {e}")),
                             Ok(_) => {
                                 let r = mariadb(st, work, m.kind, !m.prepared, secs);
@@ -154,7 +159,7 @@ pub fn durability_fig(res: &mut Results, work: &Path, s: &Scale) {
             }
         }
     }
-    for (ri, row) in rows.iter().enumerate() {
+    for (ri, (workload, metric, _)) in ROWS.iter().enumerate() {
         for (mi, m) in modes.iter().enumerate() {
             let value = got
                 .remove(&(ri, mi))
@@ -165,9 +170,9 @@ pub fn durability_fig(res: &mut Results, work: &Path, s: &Scale) {
                 });
             res.add(Rec {
                 fig: FIG,
-                workload: row.workload.clone(),
+                workload: (*workload).into(),
                 mode: m.kind.name().into(),
-                metric: row.metric,
+                metric,
                 higher_better: true,
                 value,
             });
@@ -182,12 +187,7 @@ pub fn durability_fig(res: &mut Results, work: &Path, s: &Scale) {
     );
 }
 
-fn fio_row(st: &Store, row: usize, s: &Scale, secs: u64) -> Result<f64, String> {
-    let (sync, jobs) = match row {
-        0 => ("--fsync=1", 1),
-        1 => ("--fsync=1", 4),
-        _ => ("--fdatasync=1", 1),
-    };
+fn fio_row(st: &Store, sync: &str, jobs: u32, s: &Scale, secs: u64) -> Result<f64, String> {
     fio(
         st,
         &[

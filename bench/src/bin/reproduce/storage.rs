@@ -62,6 +62,25 @@ pub fn fio(
     })
 }
 
+/// Writes `file` of `mib` MiB end to end with fio and syncs it (untimed), so
+/// later runs read and overwrite written blocks.
+pub fn lay_out(store: &Store, file: &str, mib: u64, limit: Duration) -> Result<(), String> {
+    fio(
+        store,
+        &[
+            "--name=layout".into(),
+            format!("--filename={file}"),
+            format!("--size={mib}M"),
+            "--bs=1M".into(),
+            "--rw=write".into(),
+            "--end_fsync=1".into(),
+        ],
+        limit,
+        &[],
+    )
+    .map(|_| ())
+}
+
 fn storages() -> [Storage; 4] {
     [
         Storage::Native,
@@ -130,19 +149,7 @@ pub fn fio_figs(res: &mut Results, work: &Path, s: &Scale, want: &dyn Fn(&str) -
         };
         let file = store.path("fio.dat");
         // Lay the file out first (untimed), so every run reads written blocks.
-        let layout = fio(
-            &store,
-            &[
-                "--name=layout".into(),
-                format!("--filename={file}"),
-                format!("--size={}M", s.fio_mib),
-                "--bs=1M".into(),
-                "--rw=write".into(),
-                "--end_fsync=1".into(),
-            ],
-            limit,
-            &[],
-        );
+        let layout = lay_out(&store, &file, s.fio_mib, limit);
         let mut rows: Vec<(&'static str, String, Vec<String>)> = Vec::new();
         if do1b {
             let j = s.fio_jobs_1b;
