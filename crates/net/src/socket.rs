@@ -555,12 +555,16 @@ fn drive(shared: &Shared, wake: Option<rktio_sys::InternalFd>, cfg: PollConfig) 
     while !shared.stop.load(Ordering::SeqCst) {
         let (moved, kick) = {
             let mut c = shared.lock();
-            let moved = c.stack.poll();
-            if moved {
-                c.reap();
-                shared.changed();
+            if !c.stack.poll_needed() {
+                (false, None)
+            } else {
+                let moved = c.stack.poll();
+                if moved {
+                    c.reap();
+                    shared.changed();
+                }
+                (moved, c.stack.nic_mut().take_kick())
             }
-            (moved, c.stack.nic_mut().take_kick())
         };
         send(kick);
         if moved {

@@ -127,6 +127,10 @@ pub struct Stack<N: Nic> {
     wire_sockets: SocketSet<'static>,
     tunnel: Option<Tunnel>,
     started: bool,
+    /// After a poll that moved nothing: when the stack must be polled again if
+    /// no frame arrives and no socket is used (inner `None`: only then). `None`:
+    /// not known, poll.
+    idle_until: Option<Option<std::time::Instant>>,
 }
 
 impl<N: Nic> std::fmt::Debug for Stack<N> {
@@ -297,11 +301,15 @@ impl<N: Nic> Stack<N> {
             wire_sockets,
             tunnel,
             started: false,
+            idle_until: None,
         })
     }
 
-    /// The interface and socket set where the program's sockets live.
+    /// The interface and socket set where the program's sockets live. Whoever
+    /// takes them may have given a socket something to do: the next
+    /// [`Stack::poll_needed`] says yes.
     pub fn app(&mut self) -> (&mut Interface, &mut SocketSet<'static>) {
+        self.idle_until = None;
         match &mut self.tunnel {
             Some(t) => (&mut t.iface, &mut t.sockets),
             None => (&mut self.wire, &mut self.wire_sockets),
@@ -346,6 +354,32 @@ impl<N: Nic> Stack<N> {
     /// sockets, frames out, and the timers. Returns whether anything happened
     /// (frames moved or a socket's state changed).
     pub fn poll(&mut self) -> bool {
+        let changed = self.poll_all();
+        self.idle_until = if changed {
+            None
+        } else {
+            let now = std::time::Instant::now();
+            Some(self.poll_delay().map(|d| now + d))
+        };
+        changed
+    }
+
+    /// Whether [`Stack::poll`] may move anything: false only after a poll that
+    /// moved nothing, with no frame waiting, no socket taken through
+    /// [`Stack::app`] since, and no timer due. A driver that spins asks this
+    /// first: a poll visits every socket, this looks at the receive ring.
+    pub fn poll_needed(&self) -> bool {
+        match self.idle_until {
+            None => true,
+            Some(due) => {
+                self.dev.has_pending()
+                    || self.dev.nic().rx_ready()
+                    || due.is_some_and(|d| std::time::Instant::now() >= d)
+            }
+        }
+    }
+
+    fn poll_all(&mut self) -> bool {
         let now = SmolInstant::now();
         let before = self.dev.nic().stats();
         let mut changed = self.wire.poll(now, &mut self.dev, &mut self.wire_sockets)
@@ -457,5 +491,55 @@ impl<N: Nic> Stack<N> {
             d = [d, inner, Some(pending)].into_iter().flatten().min();
         }
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::PipeNic;
+    use smoltcp::socket::tcp;
+
+    fn plain(nic: PipeNic, last: u8) -> Stack<PipeNic> {
+        let cfg = StackConfig {
+            mac: Some([2, 0, 0, 0, 1, last]),
+            addresses: vec![Cidr::parse(&format!("10.1.0.{last}/24")).unwrap()],
+            gateways: vec![],
+            security: Security::Plaintext,
+            tuning: Tuning::default(),
+        };
+        Stack::new(nic, &cfg).unwrap()
+    }
+
+    #[test]
+    fn an_idle_stack_needs_a_poll_only_for_a_frame_a_socket_or_a_timer() {
+        let (na, nb) = PipeNic::pair(1500, 64).unwrap();
+        let (mut a, mut b) = (plain(na, 1), plain(nb, 2));
+        assert!(a.poll_needed(), "never polled");
+        while a.poll() {}
+        assert!(!a.poll_needed(), "idle, nothing waiting");
+        // A socket taken by the program: poll.
+        let (iface, sockets) = a.app();
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        s.connect(iface.context(), (IpAddress::v4(10, 1, 0, 2), 7), 49152)
+            .unwrap();
+        sockets.add(s);
+        assert!(a.poll_needed(), "a socket was used");
+        while b.poll() {}
+        assert!(!b.poll_needed());
+        // a's poll sends (ARP, then the SYN): a frame waits at b, which must poll.
+        a.poll();
+        assert!(b.poll_needed(), "a frame is waiting");
+        while b.poll() {}
+        assert!(a.poll_needed(), "b's answer is waiting");
+        // The connection attempt keeps a retransmit timer: an idle stack with
+        // a timer pending reports it due once it has passed.
+        while a.poll() {}
+        let due = a.idle_until.unwrap();
+        assert!(due.is_some(), "a SYN in flight has a timer");
     }
 }
