@@ -7,7 +7,9 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{ArpPacket, EthernetFrame, EthernetProtocol, Ipv4Packet, Ipv6Packet};
 
-use crate::{ETH_HEADER, Nic};
+use rktio_sys::{GSO_MAX_FRAME, VNET_HDR_LEN, VnetHdr};
+
+use crate::{ETH_HEADER, Nic, offload};
 
 /// Frames pulled from the NIC per batch (the default of `Tuning::batch`).
 pub const RX_BATCH: usize = 64;
@@ -28,6 +30,8 @@ pub struct SmolDevice<N: Nic> {
     max: usize,
     own_mac: Option<[u8; 6]>,
     martians: u64,
+    /// The NIC takes TCP super-segments and leaves TCP checksums to the host.
+    offload: bool,
 }
 
 impl<N: Nic> SmolDevice<N> {
@@ -36,6 +40,7 @@ impl<N: Nic> SmolDevice<N> {
     pub fn new(nic: N, batch: usize) -> Self {
         let max = batch.max(1);
         Self {
+            offload: nic.offloads(),
             nic,
             rx: VecDeque::new(),
             batch: Vec::with_capacity(max),
@@ -124,14 +129,18 @@ fn frame_to_loopback(f: &[u8]) -> bool {
     }
 }
 
-/// Room to send one frame: the NIC, whether to publish it at once, and where
-/// frames to our own MAC go instead.
+/// Room to send one frame: the NIC, whether to publish it at once, where
+/// frames to our own MAC go instead, and the offload smoltcp asked for.
 #[derive(Debug)]
 pub struct Tx<'a, N: Nic> {
     nic: &'a mut N,
     publish: bool,
     lo: &'a mut VecDeque<Vec<u8>>,
     own_mac: Option<[u8; 6]>,
+    /// The NIC takes frames behind a virtio-net header (`Nic::offloads`).
+    offload: bool,
+    /// Payload bytes per segment, for a TCP super-segment.
+    gso: Option<u16>,
 }
 
 impl phy::RxToken for Rx {
@@ -148,19 +157,39 @@ impl<N: Nic> phy::TxToken for Tx<'_, N> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        let to_self = EthernetFrame::new_checked(&buf[..])
+        // With offloads the frame is built behind room for its header, so it
+        // goes to the NIC without a copy.
+        let head = if self.offload { VNET_HDR_LEN } else { 0 };
+        let mut buf = vec![0u8; head + len];
+        let r = f(&mut buf[head..]);
+        let hdr = if self.offload {
+            offload::tcp_header(&mut buf[head..], self.gso)
+        } else {
+            VnetHdr::default()
+        };
+        let frame = &buf[head..];
+        let to_self = EthernetFrame::new_checked(frame)
             .is_ok_and(|e| self.own_mac.is_some_and(|m| e.dst_addr().0 == m));
         if to_self {
-            self.lo.push_back(buf);
+            // No host finishes these: done here, as the host would.
+            if hdr == VnetHdr::default() {
+                self.lo.push_back(frame.to_vec());
+            } else {
+                self.lo.extend(offload::finish(frame, &hdr));
+            }
             return r;
         }
-        if frame_to_loopback(&buf) {
+        if frame_to_loopback(frame) {
             tracing::debug!("frame for a loopback address not sent");
             return r;
         }
-        match self.nic.send(&buf) {
+        let sent = if self.offload {
+            buf[..VNET_HDR_LEN].copy_from_slice(&hdr.to_bytes());
+            self.nic.send_offloaded(buf)
+        } else {
+            self.nic.send(&buf)
+        };
+        match sent {
             Ok(true) => {}
             Ok(false) => tracing::debug!("nic queue full: frame dropped"),
             Err(e) => tracing::warn!("nic send: {e}"),
@@ -169,6 +198,10 @@ impl<N: Nic> phy::TxToken for Tx<'_, N> {
             self.nic.flush();
         }
         r
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.gso = meta.segmentation_offload_size.map(|n| n.get());
     }
 }
 
@@ -179,6 +212,8 @@ impl<N: Nic> SmolDevice<N> {
             publish: self.max == 1,
             lo: &mut self.rx,
             own_mac: self.own_mac,
+            offload: self.offload,
+            gso: None,
         }
     }
 }
@@ -208,6 +243,12 @@ impl<N: Nic> Device for SmolDevice<N> {
         c.medium = Medium::Ethernet;
         c.max_transmission_unit = self.nic.mtu() + ETH_HEADER;
         c.max_burst_size = Some(RX_BATCH);
+        if self.offload {
+            // The host finishes TCP checksums and cuts IPv4 super-segments
+            // (smoltcp drops IPv6 packets above the MTU, so not those).
+            c.checksum.tcp = phy::Checksum::Rx;
+            c.segmentation.tcpv4 = std::num::NonZeroUsize::new(GSO_MAX_FRAME);
+        }
         c
     }
 }

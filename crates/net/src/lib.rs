@@ -14,6 +14,7 @@
 use std::os::fd::BorrowedFd;
 
 mod device;
+pub mod offload;
 mod pipe;
 mod socket;
 mod stack;
@@ -112,8 +113,20 @@ pub trait Nic: Send + std::fmt::Debug {
     /// its locks (the driver).
     fn defer_kicks(&mut self) {}
     /// The kick `flush` left, if any: the caller sends it.
-    fn take_kick(&mut self) -> Option<rktio_sys::XdpKick> {
+    fn take_kick(&mut self) -> Option<rktio_sys::TxKick> {
         None
+    }
+    /// Whether frames go to the host behind a virtio-net header
+    /// ([`Nic::send_offloaded`]): TCP checksums left to the host, and TCP
+    /// super-segments it cuts up (see [`offload`]).
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// Queues one frame behind its `rktio_sys::VNET_HDR_LEN`-byte header (only
+    /// when [`Nic::offloads`]). Returns false if it was dropped (queue full).
+    fn send_offloaded(&mut self, buf: Vec<u8>) -> Result<bool, NicError> {
+        let _ = buf;
+        Err(NicError::BadFrame("this NIC takes no offloads".into()))
     }
 }
 
@@ -148,7 +161,13 @@ impl Nic for Box<dyn Nic> {
     fn defer_kicks(&mut self) {
         (**self).defer_kicks()
     }
-    fn take_kick(&mut self) -> Option<rktio_sys::XdpKick> {
+    fn take_kick(&mut self) -> Option<rktio_sys::TxKick> {
         (**self).take_kick()
+    }
+    fn offloads(&self) -> bool {
+        (**self).offloads()
+    }
+    fn send_offloaded(&mut self, buf: Vec<u8>) -> Result<bool, NicError> {
+        (**self).send_offloaded(buf)
     }
 }

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 
-use rktio_sys::Notifier;
+use rktio_sys::{Notifier, VNET_HDR_LEN, VnetHdr};
 
 use crate::{Nic, NicError, NicStats, check_send, frame_lens};
 
@@ -23,6 +23,9 @@ pub struct PipeNic {
     mtu: usize,
     capacity: usize,
     stats: NicStats,
+    /// Takes frames behind a virtio-net header and does what a host does with
+    /// them ([`crate::offload::finish`]) before they go on the wire.
+    offload: bool,
 }
 
 fn lock(w: &Wire) -> std::sync::MutexGuard<'_, VecDeque<Vec<u8>>> {
@@ -48,8 +51,18 @@ impl PipeNic {
             mtu,
             capacity: capacity.max(1),
             stats: NicStats::default(),
+            offload: false,
         };
         Ok((end(&a, &b), end(&b, &a)))
+    }
+
+    /// As [`PipeNic::pair`], with both ends taking send offloads (TCP
+    /// super-segments, TCP checksums) and finishing them as a host would.
+    pub fn pair_offloading(mtu: usize, capacity: usize) -> Result<(PipeNic, PipeNic), NicError> {
+        let (mut a, mut b) = Self::pair(mtu, capacity)?;
+        a.offload = true;
+        b.offload = true;
+        Ok((a, b))
     }
 
     /// Puts raw bytes on this end's receive side as if the wire delivered them
@@ -96,6 +109,23 @@ impl Nic for PipeNic {
 
     fn rx_ready(&self) -> bool {
         !lock(&self.rx).is_empty()
+    }
+
+    fn offloads(&self) -> bool {
+        self.offload
+    }
+
+    fn send_offloaded(&mut self, buf: Vec<u8>) -> Result<bool, NicError> {
+        let hdr = buf
+            .first_chunk::<VNET_HDR_LEN>()
+            .and_then(VnetHdr::from_bytes)
+            .filter(|_| self.offload)
+            .ok_or_else(|| NicError::BadFrame("no virtio-net header".into()))?;
+        let mut all = true;
+        for f in crate::offload::finish(&buf[VNET_HDR_LEN..], &hdr) {
+            all &= self.send(&f)?;
+        }
+        Ok(all)
     }
 
     fn mtu(&self) -> usize {

@@ -545,7 +545,7 @@ fn drive(shared: &Shared, wake: Option<rktio_sys::InternalFd>, cfg: PollConfig) 
     // veth runs the receiver's stack too) is made after the lock is let go,
     // so the program's threads are not kept waiting on it.
     shared.lock().stack.nic_mut().defer_kicks();
-    let send = |kick: Option<rktio_sys::XdpKick>| {
+    let send = |kick: Option<rktio_sys::TxKick>| {
         if let Some(k) = kick
             && let Err(e) = k.send()
         {

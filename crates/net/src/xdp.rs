@@ -4,12 +4,19 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use rktio_sys::{ReadySet, XdpConfig, XdpMode, XdpProgram, XdpSocket, XdpStats};
+use rktio_sys::{
+    GSO_MAX_FRAME, PacketTx, ReadySet, TxKick, VNET_HDR_LEN, XdpConfig, XdpMode, XdpProgram,
+    XdpSocket, XdpStats,
+};
 
 use crate::{ETH_HEADER, Nic, NicError, NicStats, check_send, frame_lens};
 
-/// A NIC over AF_XDP sockets, one per receive queue of an interface (sends go
-/// out through the first).
+/// Frames queued for AF_PACKET between two flushes, at most.
+const PACKET_QUEUE_MAX: usize = 2048;
+
+/// A NIC over AF_XDP sockets, one per receive queue of an interface. Sends go
+/// out through an AF_PACKET socket with offloads ([`XdpConfig::offload`]), or
+/// through the first AF_XDP socket's tx ring.
 #[derive(Debug)]
 pub struct XdpNic {
     socks: Vec<XdpSocket>,
@@ -22,7 +29,9 @@ pub struct XdpNic {
     stats: NicStats,
     /// `flush` leaves its kick in `kick` (see `Nic::defer_kicks`).
     defer: bool,
-    kick: Option<rktio_sys::XdpKick>,
+    kick: Option<TxKick>,
+    /// The send socket with offloads, when used.
+    packet: Option<PacketTx>,
     // Last: detaches the program once the sockets are closed.
     _prog: XdpProgram,
 }
@@ -42,7 +51,19 @@ impl XdpNic {
         let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
         let ready = ReadySet::new(&fds).map_err(down)?;
         let mac = rktio_sys::if_mac(ifname).map_err(down)?;
+        let packet = if cfg.offload {
+            match PacketTx::open(socks[0].ifindex()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("{ifname}: no send offloads ({e}); sending through AF_XDP");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Self {
+            packet,
             socks,
             ready,
             next: 0,
@@ -84,6 +105,11 @@ impl XdpNic {
         self.socks.len()
     }
 
+    /// Whether sends go through AF_PACKET with offloads.
+    pub fn offloading(&self) -> bool {
+        self.packet.is_some()
+    }
+
     /// Bad ring values the kernel wrote, all queues together.
     pub fn ring_stats(&self) -> XdpStats {
         self.socks.iter().fold(XdpStats::default(), |a, s| {
@@ -117,6 +143,12 @@ impl Nic for XdpNic {
 
     fn send(&mut self, frame: &[u8]) -> Result<bool, NicError> {
         check_send(frame, self.mtu)?;
+        if self.packet.is_some() {
+            // One queue for every frame, so none overtakes another.
+            let mut buf = vec![0u8; VNET_HDR_LEN + frame.len()];
+            buf[VNET_HDR_LEN..].copy_from_slice(frame);
+            return self.send_offloaded(buf);
+        }
         let tx = &mut self.socks[0];
         let mut ok = tx.send(frame).map_err(|e| NicError::Down(e.to_string()))?;
         if !ok {
@@ -133,9 +165,22 @@ impl Nic for XdpNic {
     }
 
     fn flush(&mut self) {
+        if let Some(p) = &mut self.packet {
+            if self.defer {
+                // A kick not yet taken keeps its place; these go with the next.
+                if self.kick.is_none() {
+                    self.kick = p.take().map(TxKick::Packet);
+                }
+            } else if let Some(b) = p.take()
+                && let Err(e) = b.send()
+            {
+                tracing::warn!("xdp: {e}");
+            }
+            return;
+        }
         if self.defer {
             if let Some(k) = self.socks[0].publish() {
-                self.kick = Some(k);
+                self.kick = Some(TxKick::Xdp(k));
             }
         } else if let Err(e) = self.socks[0].flush() {
             tracing::warn!("xdp: {e}");
@@ -146,8 +191,29 @@ impl Nic for XdpNic {
         self.defer = true;
     }
 
-    fn take_kick(&mut self) -> Option<rktio_sys::XdpKick> {
+    fn take_kick(&mut self) -> Option<TxKick> {
         self.kick.take()
+    }
+
+    fn offloads(&self) -> bool {
+        self.packet.is_some()
+    }
+
+    fn send_offloaded(&mut self, buf: Vec<u8>) -> Result<bool, NicError> {
+        let Some(p) = &mut self.packet else {
+            return Err(NicError::BadFrame("this NIC takes no offloads".into()));
+        };
+        if !(VNET_HDR_LEN + ETH_HEADER..=VNET_HDR_LEN + GSO_MAX_FRAME).contains(&buf.len()) {
+            return Err(NicError::BadFrame(format!("{} bytes", buf.len())));
+        }
+        // Bounded like a ring: a poll publishes what it queued.
+        if p.pending() >= PACKET_QUEUE_MAX {
+            self.stats.tx_dropped_full += 1;
+            return Ok(false);
+        }
+        p.push(buf);
+        self.stats.tx_frames += 1;
+        Ok(true)
     }
 
     fn rx_ready(&self) -> bool {

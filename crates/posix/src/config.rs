@@ -97,6 +97,10 @@ pub struct NetConfig {
     /// xdp: ask the driver for zero-copy first (default true; false: copy mode).
     #[serde(default = "yes")]
     pub zero_copy: bool,
+    /// xdp: send through AF_PACKET with offloads (TCP super-segments and
+    /// checksums the kernel finishes; default true; false: AF_XDP's tx ring).
+    #[serde(default = "yes")]
+    pub offload: bool,
     /// Check the checksums of packets out of the WireGuard tunnel too (default
     /// false: WireGuard's AEAD already authenticated them).
     #[serde(default)]
@@ -352,18 +356,20 @@ spin_us = 10
         let c = Config::parse(net, Path::new(".")).unwrap().net.unwrap();
         assert_eq!(c.batch, None);
         assert!(
-            c.zero_copy && !c.verify_tunnel_checksums,
+            c.zero_copy && c.offload && !c.verify_tunnel_checksums,
             "fast settings by default"
         );
         let c = Config::parse(
-            &format!("{net}batch=1\nzero_copy=false\nverify_tunnel_checksums=true\n"),
+            &format!(
+                "{net}batch=1\nzero_copy=false\noffload=false\nverify_tunnel_checksums=true\n"
+            ),
             Path::new("."),
         )
         .unwrap()
         .net
         .unwrap();
         assert_eq!(c.batch, Some(1));
-        assert!(!c.zero_copy && c.verify_tunnel_checksums);
+        assert!(!c.zero_copy && !c.offload && c.verify_tunnel_checksums);
         for bad in ["batch=0\n", "batch=1025\n"] {
             let e = Config::parse(&format!("{net}{bad}"), Path::new(".")).unwrap_err();
             assert!(e.0.contains("`batch` must be 1 to 1024"), "{e}");

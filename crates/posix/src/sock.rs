@@ -130,6 +130,7 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
     let mtu = 1500;
     let xdp = XdpConfig {
         zero_copy: n.zero_copy,
+        offload: n.offload,
         ..XdpConfig::default()
     };
     let batch = n.batch.unwrap_or(Tuning::default().batch);
@@ -151,7 +152,12 @@ pub fn start_net(n: &NetConfig, spin: Duration) -> Result<Net, String> {
                 XdpMode::ZeroCopy => "zero-copy",
                 XdpMode::Copy => "copy",
             };
-            let d = format!("xdp on {} ({mode} mode)", n.interface);
+            let tx = if x.offloading() {
+                "sends through AF_PACKET with TSO"
+            } else {
+                "sends through the tx ring"
+            };
+            let d = format!("xdp on {} ({mode} mode, {tx})", n.interface);
             (Box::new(x), d)
         }
     };

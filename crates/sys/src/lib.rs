@@ -16,6 +16,7 @@ mod creds;
 mod file;
 mod internal;
 mod net;
+mod packet;
 mod slot;
 mod spare;
 mod uring;
@@ -27,6 +28,7 @@ pub use creds::{ThreadCreds, read_umask, thread_creds};
 pub use file::{FileOptions, HostFile};
 pub use internal::{InternalFd, is_internal, next_internal};
 pub use net::{Notifier, ReadySet, TapDevice, dup_fd, wait_readable};
+pub use packet::{GSO_MAX_FRAME, Gso, PacketBatch, PacketTx, VNET_HDR_LEN, VnetHdr};
 pub use slot::{
     close_slot, dup_onto, dup_slot, host_fd_open, ids, memory_file, poll_fds, random_bytes,
     reserve_slot, spawn_masked,
@@ -34,8 +36,8 @@ pub use slot::{
 pub use spare::{after_failed_exec, before_exec, claim_spare, host_closed, is_spare, set_cloexec};
 pub use uring::{RawCompletion, Uring, UringConfig, UringOp};
 pub use xdp::{
-    XDP_MAX_QUEUES, XdpConfig, XdpKick, XdpMode, XdpProgram, XdpSocket, XdpStats, enter_netns,
-    if_index, if_mac, open_xdp,
+    TxKick, XDP_MAX_QUEUES, XdpConfig, XdpKick, XdpMode, XdpProgram, XdpSocket, XdpStats,
+    enter_netns, if_index, if_mac, open_xdp,
 };
 
 /// Size of one block everywhere in rkt-io.

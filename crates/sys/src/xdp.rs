@@ -66,6 +66,11 @@ pub struct XdpConfig {
     pub ring: u32,
     /// Ask for zero-copy first (falls back to copy mode if the driver cannot).
     pub zero_copy: bool,
+    /// Send through an AF_PACKET socket with offloads (TCP super-segments and
+    /// checksums the kernel finishes) instead of the tx ring; received frames
+    /// still come through AF_XDP. Falls back to the tx ring, with a warning,
+    /// where the kernel refuses the socket.
+    pub offload: bool,
 }
 
 impl Default for XdpConfig {
@@ -73,6 +78,7 @@ impl Default for XdpConfig {
         Self {
             ring: 2048,
             zero_copy: true,
+            offload: true,
         }
     }
 }
@@ -117,7 +123,7 @@ fn owned(fd: libc::c_long, what: &str) -> Result<OwnedFd> {
 }
 
 /// A new close-on-exec socket.
-fn socket(domain: i32, kind: i32, what: &str) -> Result<OwnedFd> {
+pub(crate) fn socket(domain: i32, kind: i32, what: &str) -> Result<OwnedFd> {
     count(HostCall::NetSetup);
     // SAFETY: socket(2) with integer arguments; no memory is passed. A raw
     // system call (not libc's socket) so that an LD_PRELOAD library's socket()
@@ -891,6 +897,26 @@ impl XdpSocket {
     /// (zero-copy drivers set the flag), polling the socket gives it one.
     pub fn rx_needs_wakeup(&self) -> bool {
         self.fill.needs_wakeup()
+    }
+}
+
+/// What a NIC leaves for its driver to send once the stack's lock is let go:
+/// an AF_XDP kick, or a batch of AF_PACKET frames.
+#[derive(Debug)]
+pub enum TxKick {
+    /// Process an AF_XDP socket's tx ring.
+    Xdp(XdpKick),
+    /// Send these frames.
+    Packet(crate::PacketBatch),
+}
+
+impl TxKick {
+    /// Makes the host send (one host call per 64 frames at most).
+    pub fn send(&self) -> Result<()> {
+        match self {
+            TxKick::Xdp(k) => k.send(),
+            TxKick::Packet(b) => b.send().map(|_| ()),
+        }
     }
 }
 

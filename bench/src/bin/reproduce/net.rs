@@ -549,10 +549,11 @@ pub fn mariadb_fig(res: &mut Results, work: &Path, s: &Scale) {
 /// gave (veth has no AF_XDP zero-copy, so there the zero-copy row is copy mode
 /// both times).
 pub fn knobs_fig(res: &mut Results, work: &Path, s: &Scale) {
-    let variants: [(&str, &str); 4] = [
+    let variants: [(&str, &str); 5] = [
         ("all on (default)", ""),
         ("batching off (batch = 1)", "batch = 1\n"),
         ("zero-copy off (zero_copy = false)", "zero_copy = false\n"),
+        ("send offloads off (offload = false)", "offload = false\n"),
         (
             "tunnel checksums verified",
             "verify_tunnel_checksums = true\n",
