@@ -1,7 +1,8 @@
 //! Untrusted frames from the wire, through the whole stack: Ethernet/ARP/NDP/IPv4/
-//! IPv6/TCP/UDP/ICMP parsing in smoltcp, and WireGuard datagrams (aimed at the
-//! WireGuard port so they reach boringtun and our peer lookup). Nothing panics,
-//! and the stack still has its state afterwards.
+//! IPv6/TCP/UDP/ICMP parsing in smoltcp (after the device has finished the
+//! checksums a host left unfinished: rktio-net's offload::finish_received), and
+//! WireGuard datagrams (aimed at the WireGuard port so they reach boringtun and
+//! our peer lookup). Nothing panics, and the stack still has its state afterwards.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use rktio_net::{Cidr, Key, PipeNic, Security, Stack, StackConfig, WgConfig};

@@ -33,8 +33,8 @@ fn ones_sum(mut sum: u32, data: &[u8]) -> u16 {
     sum as u16
 }
 
-/// The TCP pseudo-header's sum (RFC 9293 3.1, RFC 8200 8.1), folded.
-fn pseudo_sum(src: &IpAddress, dst: &IpAddress, tcp_len: usize) -> u16 {
+/// The pseudo-header's sum (RFC 9293 3.1, RFC 768, RFC 8200 8.1), folded.
+fn pseudo_sum(src: &IpAddress, dst: &IpAddress, proto: IpProtocol, l4_len: usize) -> u16 {
     let mut sum = 0u32;
     for a in [src, dst] {
         sum = u32::from(match a {
@@ -42,7 +42,7 @@ fn pseudo_sum(src: &IpAddress, dst: &IpAddress, tcp_len: usize) -> u16 {
             IpAddress::Ipv6(a) => ones_sum(sum, &a.octets()),
         });
     }
-    let len = tcp_len as u32;
+    let len = l4_len as u32;
     let tail = [
         (len >> 24) as u8,
         (len >> 16) as u8,
@@ -51,7 +51,7 @@ fn pseudo_sum(src: &IpAddress, dst: &IpAddress, tcp_len: usize) -> u16 {
         0,
         0,
         0,
-        u8::from(IpProtocol::Tcp),
+        u8::from(proto),
     ];
     ones_sum(sum, &tail)
 }
@@ -59,7 +59,7 @@ fn pseudo_sum(src: &IpAddress, dst: &IpAddress, tcp_len: usize) -> u16 {
 /// Offset of the checksum in a TCP header.
 const TCP_CSUM_AT: u16 = 16;
 
-/// Where a frame's TCP header is, with the IP addresses and the TCP length.
+/// Where a frame's TCP or UDP header is, with the IP addresses and the length.
 struct TcpAt {
     /// Offset of the TCP header in the frame.
     l4: usize,
@@ -68,48 +68,96 @@ struct TcpAt {
     src: IpAddress,
     dst: IpAddress,
     v6: bool,
+    proto: IpProtocol,
 }
 
 /// Finds the TCP header of an Ethernet frame carrying IPv4 or IPv6 (no
 /// extension headers) TCP; `None` for anything else or a frame that does not
 /// parse (smoltcp's checked views: lengths within the buffer).
 fn tcp_at(frame: &[u8]) -> Option<TcpAt> {
+    l4_at(frame).filter(|a| a.proto == IpProtocol::Tcp)
+}
+
+/// As [`tcp_at`], for TCP or UDP (the header checked as far as its own
+/// length: TCP's data offset, UDP's eight bytes).
+fn l4_at(frame: &[u8]) -> Option<TcpAt> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    match eth.ethertype() {
+    let (l4, end, src, dst, v6, proto) = match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
             let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+            if ip.more_frags() || ip.frag_offset() != 0 {
                 return None;
             }
             let l4 = ETH_HEADER + usize::from(ip.header_len());
             let end = ETH_HEADER + usize::from(ip.total_len());
-            TcpPacket::new_checked(frame.get(l4..end)?).ok()?;
-            Some(TcpAt {
-                l4,
-                end,
-                src: ip.src_addr().into(),
-                dst: ip.dst_addr().into(),
-                v6: false,
-            })
+            let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+            (l4, end, s, d, false, ip.next_header())
         }
         EthernetProtocol::Ipv6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
             let l4 = ETH_HEADER + ip.header_len();
             let end = l4 + usize::from(ip.payload_len());
-            TcpPacket::new_checked(frame.get(l4..end)?).ok()?;
-            Some(TcpAt {
-                l4,
-                end,
-                src: ip.src_addr().into(),
-                dst: ip.dst_addr().into(),
-                v6: true,
-            })
+            let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+            (l4, end, s, d, true, ip.next_header())
         }
-        _ => None,
+        _ => return None,
+    };
+    let body = frame.get(l4..end)?;
+    match proto {
+        IpProtocol::Tcp => {
+            TcpPacket::new_checked(body).ok()?;
+        }
+        IpProtocol::Udp if body.len() >= 8 => {}
+        _ => return None,
     }
+    Some(TcpAt {
+        l4,
+        end,
+        src,
+        dst,
+        v6,
+        proto,
+    })
+}
+
+/// Offset of the checksum in a UDP header.
+const UDP_CSUM_AT: usize = 6;
+
+/// Finishes the TCP or UDP checksum of a received frame that a host sent with
+/// it unfinished. A kernel that leaves checksums to the device
+/// (CHECKSUM_PARTIAL) puts only the pseudo-header's sum in the field, and a
+/// veth hands such frames to XDP as they are: from a kernel peer with checksum
+/// offload on, or from another stack of ours sending with offloads. A frame
+/// whose checksum field holds exactly its pseudo-header's sum, and which does
+/// not verify as it is, gets its checksum finished here; every other frame is
+/// left for smoltcp to verify. Checksums guard against corruption, not a host
+/// (WireGuard's AEAD does): this accepts what the kernel itself would
+/// deliver. Returns whether it finished one.
+pub(crate) fn finish_received(frame: &mut [u8]) -> bool {
+    let Some(at) = l4_at(frame) else {
+        return false;
+    };
+    let off = at.l4
+        + match at.proto {
+            IpProtocol::Tcp => usize::from(TCP_CSUM_AT),
+            _ => UDP_CSUM_AT,
+        };
+    let field = u16::from_be_bytes([frame[off], frame[off + 1]]);
+    let pseudo = pseudo_sum(&at.src, &at.dst, at.proto, at.end - at.l4);
+    if field != pseudo {
+        return false;
+    }
+    // Verifies as it is: the sum of pseudo-header and segment is all ones.
+    if ones_sum(u32::from(pseudo), &frame[at.l4..at.end]) == 0xffff {
+        return false;
+    }
+    let mut sum = !ones_sum(0, &frame[at.l4..at.end]);
+    if at.proto == IpProtocol::Udp && sum == 0 {
+        // RFC 768: a computed zero is sent as all ones.
+        sum = 0xffff;
+    }
+    frame[off..off + 2].copy_from_slice(&sum.to_be_bytes());
+    true
 }
 
 /// The header for a frame smoltcp built with its TCP checksum left to the
@@ -122,7 +170,7 @@ pub(crate) fn tcp_header(frame: &mut [u8], gso: Option<u16>) -> VnetHdr {
         return VnetHdr::default();
     };
     let tcp_len = at.end - at.l4;
-    let pseudo = pseudo_sum(&at.src, &at.dst, tcp_len);
+    let pseudo = pseudo_sum(&at.src, &at.dst, IpProtocol::Tcp, tcp_len);
     let mut tcp = TcpPacket::new_unchecked(&mut frame[at.l4..at.end]);
     tcp.set_checksum(pseudo);
     let hdr_len = at.l4 + usize::from(tcp.header_len());
@@ -313,6 +361,55 @@ mod tests {
         assert_eq!(check(&segs[0]).3, b"hello");
         // Without the header's checksum request nothing is touched.
         assert_eq!(finish(&f, &VnetHdr::default()), vec![f.clone()]);
+    }
+
+    #[test]
+    fn an_unfinished_checksum_from_a_host_is_finished_on_receive() {
+        // What a kernel with checksum offload sends: the pseudo-header's sum.
+        let mut f = frame(b"GET / HTTP/1.1\r\n\r\n", false);
+        let h = tcp_header(&mut f, None);
+        let sent = f.clone();
+        assert!(finish_received(&mut f), "unfinished: finished");
+        assert_eq!(finish(&sent, &h), vec![f.clone()], "as the host would");
+        check(&f);
+        // A finished one is left alone, and so is a wrong one (smoltcp drops it).
+        assert!(!finish_received(&mut f));
+        let mut bad = f.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let before = bad.clone();
+        assert!(!finish_received(&mut bad));
+        assert_eq!(bad, before);
+        // UDP: the same, with RFC 768's zero rule.
+        let mut u = udp_frame(b"hello");
+        assert!(finish_received(&mut u));
+        let e = EthernetFrame::new_checked(&u[..]).unwrap();
+        let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+        let p = smoltcp::wire::UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(p.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+        // Nothing that does not parse is touched, and nothing panics.
+        for n in 0..f.len() {
+            let mut g = f[..n].to_vec();
+            assert!(!finish_received(&mut g), "{n} bytes");
+        }
+    }
+
+    /// An IPv4 UDP frame whose checksum field holds the pseudo-header's sum.
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+        let mut f = frame(b"", false);
+        f.truncate(ETH_HEADER + 20);
+        f.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
+        let len = (8 + payload.len()) as u16;
+        f.extend_from_slice(&len.to_be_bytes());
+        let pseudo = pseudo_sum(&src.into(), &dst.into(), IpProtocol::Udp, len as usize);
+        f.extend_from_slice(&pseudo.to_be_bytes());
+        f.extend_from_slice(payload);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH_HEADER..]);
+        ip.set_next_header(IpProtocol::Udp);
+        ip.set_total_len(20 + len);
+        ip.fill_checksum();
+        f
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! finish a TCP checksum and to take a TCP super-segment (up to 64 KiB) that it,
 //! or the device, cuts into MTU-sized segments. On a veth the super-segment
 //! crosses to the peer whole, as the kernel's own TCP sends it. One sendmmsg(2)
-//! sends a batch; the qdisc is bypassed, as AF_XDP's copy mode does.
+//! sends a batch. The qdisc is not bypassed (`PACKET_QDISC_BYPASS`): that path
+//! drops every packet the device cannot take as it is, so a super-segment that
+//! the kernel must cut in software (a veth whose peer has an XDP program, a NIC
+//! without TSO) would be lost. A veth's qdisc is `noqueue` anyway.
 //!
 //! Only sending: the socket is bound with protocol 0, so it receives nothing.
 
@@ -15,7 +18,6 @@ use crate::{HostCall, HostError, InternalFd, Result, count};
 
 const SOL_PACKET: i32 = 263;
 const PACKET_VNET_HDR: i32 = 15;
-const PACKET_QDISC_BYPASS: i32 = 20;
 
 /// Size of `struct virtio_net_hdr`, which leads every frame sent.
 pub const VNET_HDR_LEN: usize = 10;
@@ -130,13 +132,6 @@ impl PacketTx {
             PACKET_VNET_HDR,
             1,
             "PACKET_VNET_HDR",
-        )?;
-        setsockopt(
-            std::os::fd::AsFd::as_fd(&fd),
-            SOL_PACKET,
-            PACKET_QDISC_BYPASS,
-            1,
-            "PACKET_QDISC_BYPASS",
         )?;
         // SAFETY: an all-zero sockaddr_ll is a valid value of the plain C struct.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

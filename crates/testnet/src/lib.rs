@@ -164,8 +164,10 @@ impl Peer {
             "netns", "exec", &ours_ns, "ip", "link", "set", &ours_dev, "up",
         ]));
         // The peer's kernel leaves TCP/UDP checksums to "hardware" (CHECKSUM_PARTIAL)
-        // on veth and XDP hands such frames over unfinished: have it compute them,
-        // as frames from a real wire carry them.
+        // on veth and XDP hands such frames over unfinished. Our stack finishes
+        // them (rktio-net's offload::finish_received, tested with `tx on` in
+        // xdp_veth); the beds have the kernel compute them, as frames from a real
+        // wire carry them.
         self.sh(&format!(
             "ip link set lo up && ip addr add {addr} dev {t} && ip link set {t} up && \
              ethtool -K {t} tx off >/dev/null",
