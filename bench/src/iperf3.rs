@@ -215,3 +215,112 @@ impl Iperf3Server {
         })
     }
 }
+
+/// An iperf3 client on rkt-io's sockets: one TCP stream for `seconds`, sending
+/// (forward) or receiving (`reverse`, iperf3's `-R`), against any iperf3 server
+/// (ours or the real one). Returns the bytes the receiving side counted and the
+/// seconds of the test: the client's own count when it received, the server's
+/// reported count when it sent.
+pub fn run_client(
+    net: &Net,
+    to: std::net::SocketAddr,
+    seconds: u32,
+    reverse: bool,
+) -> io::Result<TestResult> {
+    let opts = TcpOptions {
+        recv_buffer: 1 << 20,
+        send_buffer: 1 << 20,
+        ..TcpOptions::default()
+    };
+    let mut ctl = net.tcp_connect(to, opts)?;
+    ctl.set_nodelay(true);
+    // 36 printable characters and a NUL, as iperf3's make_cookie.
+    let mut cookie = [0u8; COOKIE];
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    for c in cookie.iter_mut().take(COOKIE - 1) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *c = b"abcdefghijklmnopqrstuvwxyz234567"[(seed % 32) as usize];
+    }
+    ctl.write_all(&cookie)?;
+    let expect = |ctl: &mut TcpStream, want: u8| -> io::Result<()> {
+        let mut b = [0u8; 1];
+        read_exact(ctl, &mut b)?;
+        if b[0] == want {
+            Ok(())
+        } else {
+            Err(bad(format!("server state {} where {want} was due", b[0])))
+        }
+    };
+    expect(&mut ctl, PARAM_EXCHANGE)?;
+    let len = 128usize << 10;
+    let mut params = serde_json::json!({
+        "tcp": true, "omit": 0, "time": seconds, "num": 0, "blockcount": 0,
+        "parallel": 1, "len": len, "pacing_timer": 1000, "client_version": "3.12",
+    });
+    if reverse {
+        params["reverse"] = serde_json::Value::Bool(true);
+    }
+    write_json(&mut ctl, &params)?;
+    expect(&mut ctl, CREATE_STREAMS)?;
+    let mut data = net.tcp_connect(to, opts)?;
+    data.write_all(&cookie)?;
+    expect(&mut ctl, TEST_START)?;
+    expect(&mut ctl, TEST_RUNNING)?;
+    let start = Instant::now();
+    let end = start + std::time::Duration::from_secs(u64::from(seconds));
+    let mut buf = vec![0x5au8; len];
+    let mut bytes = 0u64;
+    data.set_timeout(Some(std::time::Duration::from_millis(100)));
+    while Instant::now() < end {
+        let r = if reverse {
+            data.read(&mut buf)
+        } else {
+            data.write(&buf)
+        };
+        match r {
+            Ok(0) => break,
+            Ok(n) => bytes += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let seconds_run = start.elapsed().as_secs_f64();
+    state(&mut ctl, TEST_END)?;
+    if !reverse {
+        data.shutdown(false, true);
+    }
+    expect(&mut ctl, EXCHANGE_RESULTS)?;
+    write_json(
+        &mut ctl,
+        &serde_json::json!({
+            "cpu_util_total": 0, "cpu_util_user": 0, "cpu_util_system": 0,
+            "sender_has_retransmits": if reverse { -1 } else { 0 },
+            "streams": [{
+                "id": 1, "bytes": bytes, "retransmits": if reverse { -1 } else { 0 },
+                "jitter": 0, "errors": 0, "omitted_errors": 0, "packets": 0,
+                "omitted_packets": 0, "start_time": 0, "end_time": seconds_run,
+            }],
+        }),
+    )?;
+    let server = read_json(&mut ctl)?;
+    expect(&mut ctl, DISPLAY_RESULTS)?;
+    state(&mut ctl, IPERF_DONE)?;
+    let received = if reverse {
+        bytes
+    } else {
+        server["streams"][0]["bytes"]
+            .as_u64()
+            .ok_or_else(|| bad("server results without a byte count"))?
+    };
+    Ok(TestResult {
+        bytes: received,
+        seconds: seconds_run,
+        reverse,
+        streams: 1,
+    })
+}

@@ -6,7 +6,11 @@
 //! - kernel over veth, plaintext; kernel through a wireguard-go tunnel (wireguard-go
 //!   on both sides);
 //! - ours over AF_XDP on the veth and over TAP, plaintext and WireGuard (the peer
-//!   runs wireguard-go).
+//!   runs wireguard-go);
+//! - ours at both ends (`ours<->ours`): a second stack of ours takes the peer's
+//!   end of the veth and runs our iperf3-protocol client, plaintext and through
+//!   WireGuard between the two stacks, so the row measures our own cost, not
+//!   wireguard-go's.
 //!
 //! Both directions (peer -> server and, with -R, server -> peer). Host calls per
 //! packet come from rkt-io's counters (every call our stack makes to the host).
@@ -17,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rktio_bench::iperf3::Iperf3Server;
+use rktio_bench::iperf3::{Iperf3Server, run_client};
 use rktio_net::{
     Cidr, Key, Net, Nic, PollConfig, Security, StackConfig, TapNic, WgConfig, XdpConfig, XdpNic,
 };
@@ -30,7 +34,8 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u32,
-    /// Only these rows (comma-separated: kernel,kernel-wg,xdp,xdp-wg,tap,tap-wg).
+    /// Only these rows (comma-separated: kernel,kernel-wg,xdp,xdp-wg,ours-ours,
+    /// ours-ours-wg,tap,tap-wg).
     #[arg(long)]
     only: Option<String>,
 }
@@ -147,6 +152,41 @@ fn ours_row(name: &'static str, peer: &Peer, net: Net, to: &str, secs: u32) -> R
         down,
         calls_per_packet: Some(calls.total() as f64 / packets.max(1) as f64),
         note,
+    }
+}
+
+/// Both ends ours: an iperf3 server on `server`, our iperf3 client on
+/// `client` (the peer's end of the link), measured both ways; Gbit/s as the
+/// receiving side counted.
+fn ours_ours_row(name: &'static str, server: Net, client: Net, to: &str, secs: u32) -> Row {
+    let mut srv = Iperf3Server::listen(&server, 5201).expect("listen 5201");
+    let h = std::thread::spawn(move || (srv.serve_one(), srv.serve_one()));
+    let calls0 = HostCalls::snapshot();
+    let frames = |n: &Net| {
+        let s = n.stats();
+        s.nic.rx_frames + s.nic.tx_frames
+    };
+    let f0 = frames(&server) + frames(&client);
+    let to = to.parse().expect("address");
+    let gbit = |r: rktio_bench::iperf3::TestResult| r.bytes as f64 * 8.0 / r.seconds / 1e9;
+    let up = run_client(&client, to, secs, false).map(gbit);
+    let down = run_client(&client, to, secs, true).map(gbit);
+    let (a, b) = h.join().expect("server thread");
+    let (up, down) = match (up, down, a, b) {
+        (Ok(u), Ok(d), Ok(_), Ok(_)) => (u, d),
+        (u, d, a, b) => panic!(
+            "{name}: client forward {u:?}, reverse {d:?}; server forward {a:?}, reverse {b:?}"
+        ),
+    };
+    let calls = HostCalls::snapshot().since(&calls0);
+    let packets = frames(&server) + frames(&client) - f0;
+    eprintln!("{name}: {up:.3} / {down:.3} Gbit/s");
+    Row {
+        name,
+        up,
+        down,
+        calls_per_packet: Some(calls.total() as f64 / packets.max(1) as f64),
+        note: format!("host calls (both stacks): {calls}"),
     }
 }
 
@@ -277,6 +317,51 @@ fn main() {
             secs,
         ));
     }
+    // Both ends ours: the peer's end of the veth taken by a second stack of
+    // ours with our iperf3 client (the peer namespace's kernel and its
+    // wireguard-go see nothing while it holds the link).
+    let peer_end = |security: Security| -> Net {
+        let nic = XdpNic::open_in_netns(&veth.ns, &veth.tap, 1500, XdpConfig::default())
+            .expect("xdp on the peer's end");
+        let cfg = StackConfig {
+            addresses: vec![Cidr::parse("10.201.0.1/24").expect("cidr")],
+            ..stack(security)
+        };
+        Net::start(Box::new(nic), &cfg, PollConfig::default()).expect("start the peer stack")
+    };
+    if want("ours-ours") {
+        let server = start(xdp(), Security::Plaintext);
+        let client = peer_end(Security::Plaintext);
+        rows.push(ours_ours_row(
+            "ours<->ours, AF_XDP, plaintext",
+            server,
+            client,
+            "10.201.0.2:5201",
+            secs,
+        ));
+    }
+    if want("ours-ours-wg") {
+        let server = start(
+            xdp(),
+            Security::WireGuard(wg_config(&ours_key, &peer_key.public())),
+        );
+        let conf = format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.1/24\nListenPort = 51820\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.2/32\nEndpoint = 10.201.0.2:51821\n",
+            peer_key.to_base64(),
+            ours_key.public().to_base64()
+        );
+        let client = peer_end(Security::WireGuard(
+            WgConfig::parse(&conf).expect("peer wg config"),
+        ));
+        rows.push(ours_ours_row(
+            "ours<->ours, AF_XDP, WireGuard",
+            server,
+            client,
+            "10.202.0.2:5201",
+            secs,
+        ));
+    }
     drop(veth);
 
     if want("tap") || want("tap-wg") {
@@ -345,6 +430,11 @@ fn main() {
     };
     println!();
     ratio("ours, AF_XDP, WireGuard", "kernel, wireguard-go tunnel");
+    ratio(
+        "ours<->ours, AF_XDP, WireGuard",
+        "kernel, wireguard-go tunnel",
+    );
+    ratio("ours<->ours, AF_XDP, plaintext", "kernel, veth, plaintext");
     ratio("ours, TAP, WireGuard", "kernel, wireguard-go tunnel");
     ratio("ours, AF_XDP, plaintext", "kernel, veth, plaintext");
     ratio("ours, TAP, plaintext", "kernel, veth, plaintext");
