@@ -51,6 +51,8 @@ pub struct Peer {
     pub children: Vec<Child>,
     /// Our own namespace, for a veth link.
     pub ours: Option<String>,
+    /// More namespaces a test made (deleted with the peer's).
+    pub extra_ns: Vec<String>,
     wg_socks: Vec<String>,
 }
 
@@ -122,6 +124,7 @@ impl Peer {
             wg: format!("wg{id}"),
             dir,
             ours: None,
+            extra_ns: Vec::new(),
             children: Vec::new(),
             wg_socks: Vec::new(),
         }
@@ -291,7 +294,10 @@ impl Drop for Peer {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for ns in std::iter::once(&self.ns).chain(self.ours.iter()) {
+        for ns in std::iter::once(&self.ns)
+            .chain(self.ours.iter())
+            .chain(self.extra_ns.iter())
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         // wireguard-go, killed, leaves its control socket behind.
