@@ -121,8 +121,13 @@ impl Nic for PipeNic {
             .and_then(VnetHdr::from_bytes)
             .filter(|_| self.offload)
             .ok_or_else(|| NicError::BadFrame("no virtio-net header".into()))?;
+        let frames = crate::offload::finish(&buf[VNET_HDR_LEN..], &hdr);
+        if frames.is_empty() {
+            // As the kernel: a header that does not fit its frame is refused.
+            return Err(NicError::BadFrame("virtio-net header does not fit".into()));
+        }
         let mut all = true;
-        for f in crate::offload::finish(&buf[VNET_HDR_LEN..], &hdr) {
+        for f in frames {
             all &= self.send(&f)?;
         }
         Ok(all)

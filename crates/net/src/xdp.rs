@@ -167,9 +167,12 @@ impl Nic for XdpNic {
     fn flush(&mut self) {
         if let Some(p) = &mut self.packet {
             if self.defer {
-                // A kick not yet taken keeps its place; these go with the next.
-                if self.kick.is_none() {
-                    self.kick = p.take().map(TxKick::Packet);
+                // A kick not yet taken (a publish per frame, `batch = 1`)
+                // takes these after its own.
+                match &mut self.kick {
+                    Some(TxKick::Packet(b)) => p.take_into(b),
+                    Some(TxKick::Xdp(_)) => {}
+                    None => self.kick = p.take().map(TxKick::Packet),
                 }
             } else if let Some(b) = p.take()
                 && let Err(e) = b.send()
@@ -225,7 +228,13 @@ impl Nic for XdpNic {
     }
 
     fn stats(&self) -> NicStats {
-        self.stats
+        // Frames the kernel refused after they were queued (a full send
+        // buffer) count as dropped too.
+        let refused = self.packet.as_ref().map_or(0, PacketTx::refused);
+        NicStats {
+            tx_dropped_full: self.stats.tx_dropped_full + refused,
+            ..self.stats
+        }
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {

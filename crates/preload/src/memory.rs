@@ -47,7 +47,11 @@ pub(crate) fn do_mmap(
     let aflags = (flags
         & !(libc::MAP_SHARED | libc::MAP_SHARED_VALIDATE | libc::MAP_PRIVATE | libc::MAP_POPULATE))
         | kind
-        | libc::MAP_ANONYMOUS;
+        | libc::MAP_ANONYMOUS
+        // Only the pages the file covers (and those the program writes) are
+        // ever touched: the length needs no reservation (bbolt's 10 GiB would
+        // be refused on a host with less memory).
+        | libc::MAP_NORESERVE;
     let m = real!(
         c"mmap",
         fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void,

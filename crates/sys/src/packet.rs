@@ -13,6 +13,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{HostCall, HostError, InternalFd, Result, count};
 
@@ -21,6 +22,8 @@ const PACKET_VNET_HDR: i32 = 15;
 
 /// Size of `struct virtio_net_hdr`, which leads every frame sent.
 pub const VNET_HDR_LEN: usize = 10;
+/// The send buffer asked for (bytes).
+const SNDBUF: i32 = 4 << 20;
 /// Largest frame (Ethernet header included) sent as one super-segment.
 pub const GSO_MAX_FRAME: usize = 65_000;
 
@@ -100,6 +103,8 @@ impl VnetHdr {
 pub struct PacketTx {
     fd: Arc<InternalFd>,
     queue: Vec<Vec<u8>>,
+    /// Frames the kernel refused, counted by the batches that sent them.
+    refused: Arc<AtomicU64>,
 }
 
 fn setsockopt(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32, what: &str) -> Result<()> {
@@ -152,9 +157,25 @@ impl PacketTx {
         if rc != 0 {
             return Err(HostError::new("bind AF_PACKET", io::Error::last_os_error()));
         }
+        // Room for a few polls' worth of 64 KiB super-segments: a NIC frees
+        // the buffer only once it has sent them (the default, about 208 KiB,
+        // holds three). Forced as root, else as much as the limit allows.
+        let fdb = std::os::fd::AsFd::as_fd(&fd);
+        if setsockopt(
+            fdb,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            SNDBUF,
+            "SO_SNDBUFFORCE",
+        )
+        .is_err()
+        {
+            setsockopt(fdb, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF, "SO_SNDBUF")?;
+        }
         Ok(PacketTx {
             fd: Arc::new(InternalFd::new(fd)),
             queue: Vec::new(),
+            refused: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -169,6 +190,12 @@ impl PacketTx {
         self.queue.len()
     }
 
+    /// Frames the kernel refused so far (a full send buffer, a header it
+    /// rejected): lost, as on a wire.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Takes the queued frames as one batch, for the caller to send once it
     /// has let go of its locks (on a veth the send runs the receiver's stack).
     pub fn take(&mut self) -> Option<PacketBatch> {
@@ -178,7 +205,14 @@ impl PacketTx {
         Some(PacketBatch {
             fd: self.fd.clone(),
             frames: std::mem::take(&mut self.queue),
+            refused: self.refused.clone(),
         })
+    }
+
+    /// Adds the queued frames to `batch`, a batch taken earlier and not yet
+    /// sent (they go after its frames).
+    pub fn take_into(&mut self, batch: &mut PacketBatch) {
+        batch.frames.append(&mut self.queue);
     }
 }
 
@@ -187,6 +221,7 @@ impl PacketTx {
 pub struct PacketBatch {
     fd: Arc<InternalFd>,
     frames: Vec<Vec<u8>>,
+    refused: Arc<AtomicU64>,
 }
 
 /// Messages per sendmmsg(2).
@@ -209,7 +244,12 @@ impl PacketBatch {
     pub fn send(&self) -> Result<usize> {
         let mut refused = 0;
         let mut first_err = None;
+        let mut full = false;
         for chunk in self.frames.chunks(MMSG_MAX) {
+            if full {
+                refused += chunk.len();
+                continue;
+            }
             let mut iov: Vec<libc::iovec> = chunk
                 .iter()
                 .map(|f| libc::iovec {
@@ -251,17 +291,25 @@ impl PacketBatch {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
-                // This message is refused; go on with the next.
-                refused += 1;
-                off += 1;
                 match e.raw_os_error() {
-                    Some(libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) => {}
+                    Some(libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) => {
+                        // Full (or down): the rest would be refused as well,
+                        // one host call each. Dropped, as on a wire; TCP
+                        // sends them again.
+                        refused += msgs.len() - off;
+                        off = msgs.len();
+                        full = true;
+                    }
                     _ => {
+                        // This message is refused; go on with the next.
+                        refused += 1;
+                        off += 1;
                         first_err.get_or_insert(e);
                     }
                 }
             }
         }
+        self.refused.fetch_add(refused as u64, Ordering::Relaxed);
         match first_err {
             Some(e) => Err(HostError::new("AF_PACKET send", e)),
             None => Ok(refused),
