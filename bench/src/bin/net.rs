@@ -114,6 +114,28 @@ fn kernel_row(name: &'static str, peer: &Peer, ns: &str, to: &str, secs: u32) ->
     }
 }
 
+/// Both directions' results, or a panic that says what each end saw.
+fn both_ways<E: std::fmt::Debug, F: std::fmt::Debug>(
+    name: &str,
+    up: Result<f64, E>,
+    down: Result<f64, E>,
+    server: ServerThread<F>,
+) -> (f64, f64) {
+    let (a, b) = server.join().expect("server thread");
+    match (up, down, a, b) {
+        (Ok(u), Ok(d), Ok(_), Ok(_)) => (u, d),
+        (u, d, a, b) => panic!(
+            "{name}: client forward {u:?}, reverse {d:?}; server forward {a:?}, reverse {b:?}"
+        ),
+    }
+}
+
+/// The server thread of a row: its forward and reverse tests.
+type ServerThread<F> = std::thread::JoinHandle<(
+    Result<rktio_bench::iperf3::TestResult, F>,
+    Result<rktio_bench::iperf3::TestResult, F>,
+)>;
+
 /// Our stack with an iperf3 server on it, measured both ways.
 fn ours_row(name: &'static str, peer: &Peer, net: Net, to: &str, secs: u32) -> Row {
     let mut srv = Iperf3Server::listen(&net, 5201).expect("listen 5201");
@@ -130,13 +152,7 @@ fn ours_row(name: &'static str, peer: &Peer, net: Net, to: &str, secs: u32) -> R
         let _ = client(peer, to, 1, true);
     }
     let down = client(peer, to, secs, true);
-    let (a, b) = h.join().expect("server thread");
-    let (up, down) = match (up, down, a, b) {
-        (Ok(u), Ok(d), Ok(_), Ok(_)) => (u, d),
-        (u, d, a, b) => panic!(
-            "{name}: client forward {u:?}, reverse {d:?}; server forward {a:?}, reverse {b:?}"
-        ),
-    };
+    let (up, down) = both_ways(name, up, down, h);
     let calls = HostCalls::snapshot().since(&calls0);
     let s1 = net.stats();
     let packets = (s1.nic.rx_frames + s1.nic.tx_frames) - (s0.nic.rx_frames + s0.nic.tx_frames);
@@ -145,12 +161,23 @@ fn ours_row(name: &'static str, peer: &Peer, net: Net, to: &str, secs: u32) -> R
         s1.nic.tx_dropped_full - s0.nic.tx_dropped_full,
         s1.wg_out_dropped - s0.wg_out_dropped
     );
+    measured(name, (up, down), calls.total(), packets, note)
+}
+
+/// A row of ours, printed as it is made.
+fn measured(
+    name: &'static str,
+    (up, down): (f64, f64),
+    calls: u64,
+    packets: u64,
+    note: String,
+) -> Row {
     eprintln!("{name}: {up:.3} / {down:.3} Gbit/s");
     Row {
         name,
         up,
         down,
-        calls_per_packet: Some(calls.total() as f64 / packets.max(1) as f64),
+        calls_per_packet: Some(calls as f64 / packets.max(1) as f64),
         note,
     }
 }
@@ -171,23 +198,11 @@ fn ours_ours_row(name: &'static str, server: Net, client: Net, to: &str, secs: u
     let gbit = |r: rktio_bench::iperf3::TestResult| r.bytes as f64 * 8.0 / r.seconds / 1e9;
     let up = run_client(&client, to, secs, false).map(gbit);
     let down = run_client(&client, to, secs, true).map(gbit);
-    let (a, b) = h.join().expect("server thread");
-    let (up, down) = match (up, down, a, b) {
-        (Ok(u), Ok(d), Ok(_), Ok(_)) => (u, d),
-        (u, d, a, b) => panic!(
-            "{name}: client forward {u:?}, reverse {d:?}; server forward {a:?}, reverse {b:?}"
-        ),
-    };
+    let (up, down) = both_ways(name, up, down, h);
     let calls = HostCalls::snapshot().since(&calls0);
     let packets = frames(&server) + frames(&client) - f0;
-    eprintln!("{name}: {up:.3} / {down:.3} Gbit/s");
-    Row {
-        name,
-        up,
-        down,
-        calls_per_packet: Some(calls.total() as f64 / packets.max(1) as f64),
-        note: format!("host calls (both stacks): {calls}"),
-    }
+    let note = format!("host calls (both stacks): {calls}");
+    measured(name, (up, down), calls.total(), packets, note)
 }
 
 fn stack(security: Security) -> StackConfig {
@@ -291,6 +306,8 @@ fn main() {
         }
         run(Command::new("ip").args(["netns", "exec", &ns_a, "ip", "addr", "flush", "dev", &dev_a]));
     }
+    // Our server's side of the tunnel, with the peer's key.
+    let ours_wg = || Security::WireGuard(wg_config(&ours_key, &peer_key.public()));
     let xdp = || -> Box<dyn Nic> {
         Box::new(XdpNic::open_in_netns(&ns_a, &dev_a, 1500, XdpConfig::default()).expect("xdp"))
     };
@@ -305,10 +322,7 @@ fn main() {
         ));
     }
     if want("xdp-wg") {
-        let net = start(
-            xdp(),
-            Security::WireGuard(wg_config(&ours_key, &peer_key.public())),
-        );
+        let net = start(xdp(), ours_wg());
         rows.push(ours_row(
             "ours, AF_XDP, WireGuard",
             &veth,
@@ -341,10 +355,7 @@ fn main() {
         ));
     }
     if want("ours-ours-wg") {
-        let server = start(
-            xdp(),
-            Security::WireGuard(wg_config(&ours_key, &peer_key.public())),
-        );
+        let server = start(xdp(), ours_wg());
         let conf = format!(
             "[Interface]\nPrivateKey = {}\nAddress = 10.202.0.1/24\nListenPort = 51820\n\
              [Peer]\nPublicKey = {}\nAllowedIPs = 10.202.0.2/32\nEndpoint = 10.201.0.2:51821\n",

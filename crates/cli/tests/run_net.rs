@@ -88,26 +88,25 @@ impl Server {
         self.wait_for(peer, true)
     }
 
-    /// After a SIGKILL: waits for it to be gone, gives its output.
-    fn wait_for_killed(self, peer: &mut Peer) -> String {
+    /// Its process, out of the peer's children (the caller waits for it).
+    fn take_child(&self, peer: &mut Peer) -> Child {
         let i = peer
             .children
             .iter()
             .position(|c| c.id() == self.pid)
             .unwrap();
-        let mut c = peer.children.remove(i);
-        let st = c.wait().unwrap();
+        peer.children.remove(i)
+    }
+
+    /// After a SIGKILL: waits for it to be gone, gives its output.
+    fn wait_for_killed(self, peer: &mut Peer) -> String {
+        let st = self.take_child(peer).wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
         self.output()
     }
 
     fn wait_for(self, peer: &mut Peer, term_ok: bool) -> String {
-        let i = peer
-            .children
-            .iter()
-            .position(|c| c.id() == self.pid)
-            .unwrap();
-        let mut c = peer.children.remove(i);
+        let mut c = self.take_child(peer);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = c.try_wait().unwrap() {

@@ -14,6 +14,16 @@ use rktio_net::{
     Cidr, Net, PollConfig, Security, StackConfig, TcpOptions, XdpConfig, XdpMode, XdpNic,
 };
 
+/// Our stack over `nic` in plaintext at 10.201.0.2.
+fn plaintext(nic: XdpNic) -> Net {
+    Net::start(
+        Box::new(nic),
+        &stack_config(Security::Plaintext),
+        PollConfig::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn xdp_on_veth_plaintext_then_wireguard_go() {
     let mut peer = Peer::new();
@@ -30,12 +40,7 @@ fn xdp_on_veth_plaintext_then_wireguard_go() {
         let nic = XdpNic::open_in_netns(&ns, &dev, 1500, cfg).unwrap();
         assert_eq!(nic.mode(), XdpMode::Copy, "veth offers copy mode");
         assert_eq!(nic.offloading(), offload, "this kernel has PACKET_VNET_HDR");
-        let net = Net::start(
-            Box::new(nic),
-            &stack_config(Security::Plaintext),
-            PollConfig::default(),
-        )
-        .unwrap();
+        let net = plaintext(nic);
         // A new stack knows no neighbours: the peer forgets ours too, so it
         // asks (ARP) and we learn its address before its first ping.
         peer.sh("ip neigh flush all");
@@ -60,13 +65,7 @@ fn xdp_on_veth_plaintext_then_wireguard_go() {
     // A kernel peer with checksum offload on (the default) hands its frames to
     // our XDP program with TCP checksums unfinished; the stack finishes them.
     peer.sh(&format!("ethtool -K {} tx on >/dev/null", peer.tap));
-    let nic = XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap();
-    let net = Net::start(
-        Box::new(nic),
-        &stack_config(Security::Plaintext),
-        PollConfig::default(),
-    )
-    .unwrap();
+    let net = plaintext(XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap());
     peer.sh("ip neigh flush all");
     let server = serve_http(&net, data.clone(), 1);
     assert_eq!(curl_sha(&peer, "http://10.201.0.2/tx-on"), sha(&data));
@@ -99,12 +98,7 @@ fn ours_to_ours_in_plaintext_with_offloads() {
     let mut peer = Peer::new();
     let (ns, dev) = peer.veth_link("10.201.0.1/24");
     peer.sh(&format!("ip addr flush dev {}", peer.tap));
-    let server = Net::start(
-        Box::new(XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap()),
-        &stack_config(Security::Plaintext),
-        PollConfig::default(),
-    )
-    .unwrap();
+    let server = plaintext(XdpNic::open_in_netns(&ns, &dev, 1500, XdpConfig::default()).unwrap());
     let data = body(1 << 20);
     // A new address for the second client: the same one would reuse the first
     // connection's port, which the server may still hold.
