@@ -60,7 +60,7 @@ fn pseudo_sum(src: &IpAddress, dst: &IpAddress, proto: IpProtocol, l4_len: usize
 const TCP_CSUM_AT: u16 = 16;
 
 /// Where a frame's TCP or UDP header is, with the IP addresses and the length.
-struct TcpAt {
+struct L4At {
     /// Offset of the TCP header in the frame.
     l4: usize,
     /// Frame bytes that belong to the packet (past them: padding).
@@ -74,13 +74,13 @@ struct TcpAt {
 /// Finds the TCP header of an Ethernet frame carrying IPv4 or IPv6 (no
 /// extension headers) TCP; `None` for anything else or a frame that does not
 /// parse (smoltcp's checked views: lengths within the buffer).
-fn tcp_at(frame: &[u8]) -> Option<TcpAt> {
+fn tcp_at(frame: &[u8]) -> Option<L4At> {
     l4_at(frame).filter(|a| a.proto == IpProtocol::Tcp)
 }
 
 /// As [`tcp_at`], for TCP or UDP (the header checked as far as its own
 /// length: TCP's data offset, UDP's eight bytes).
-fn l4_at(frame: &[u8]) -> Option<TcpAt> {
+fn l4_at(frame: &[u8]) -> Option<L4At> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let (l4, end, src, dst, v6, proto) = match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
@@ -110,7 +110,7 @@ fn l4_at(frame: &[u8]) -> Option<TcpAt> {
         IpProtocol::Udp if body.len() >= 8 => {}
         _ => return None,
     }
-    Some(TcpAt {
+    Some(L4At {
         l4,
         end,
         src,

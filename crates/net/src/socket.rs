@@ -587,14 +587,13 @@ fn drive(shared: &Shared, wake: Option<rktio_sys::InternalFd>, cfg: PollConfig) 
             c.stack.nic_mut().prepare_wait();
             shared.kick.drain();
             let moved = c.stack.poll();
+            // What that poll found of the timers (before `reap` takes sockets).
+            let delay = c.stack.idle_delay();
             c.reap();
-            let delay = if moved {
+            if moved {
                 shared.changed();
                 shared.notify_watchers();
-                Some(Duration::ZERO)
-            } else {
-                c.stack.poll_delay()
-            };
+            }
             (delay, c.stack.nic_mut().take_kick())
         };
         send(kick);

@@ -364,6 +364,17 @@ impl<N: Nic> Stack<N> {
         changed
     }
 
+    /// How long the stack may sleep, as the last [`Stack::poll`] found it: zero
+    /// after a poll that moved (or once a socket was taken), else the time to
+    /// its earliest timer (`None`: no timer), without visiting the sockets
+    /// again.
+    pub fn idle_delay(&self) -> Option<std::time::Duration> {
+        match self.idle_until {
+            None => Some(std::time::Duration::ZERO),
+            Some(due) => due.map(|d| d.saturating_duration_since(std::time::Instant::now())),
+        }
+    }
+
     /// Whether [`Stack::poll`] may move anything: false only after a poll that
     /// moved nothing, with no frame waiting, no socket taken through
     /// [`Stack::app`] since, and no timer due. A driver that spins asks this

@@ -11,10 +11,11 @@
 //! Only sending: the socket is bound with protocol 0, so it receives nothing.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::xdp::setsockopt;
 use crate::{HostCall, HostError, InternalFd, Result, count};
 
 const SOL_PACKET: i32 = 263;
@@ -107,37 +108,13 @@ pub struct PacketTx {
     refused: Arc<AtomicU64>,
 }
 
-fn setsockopt(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32, what: &str) -> Result<()> {
-    count(HostCall::NetSetup);
-    // SAFETY: `v` is a live i32, read by the kernel only during the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_setsockopt,
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&v as *const i32).cast::<libc::c_void>(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(HostError::new(what, io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 impl PacketTx {
     /// Opens the socket on interface `ifindex` (in the calling thread's network
     /// namespace). Fails where the kernel lacks AF_PACKET's virtio-net header.
     pub fn open(ifindex: u32) -> Result<PacketTx> {
         let fd = crate::xdp::socket(libc::AF_PACKET, libc::SOCK_RAW, "socket(AF_PACKET)")?;
-        setsockopt(
-            std::os::fd::AsFd::as_fd(&fd),
-            SOL_PACKET,
-            PACKET_VNET_HDR,
-            1,
-            "PACKET_VNET_HDR",
-        )?;
+        let fdb = fd.as_fd();
+        setsockopt(fdb, SOL_PACKET, PACKET_VNET_HDR, &1i32, "PACKET_VNET_HDR")?;
         // SAFETY: an all-zero sockaddr_ll is a valid value of the plain C struct.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sa.sll_family = libc::AF_PACKET as u16;
@@ -160,17 +137,16 @@ impl PacketTx {
         // Room for a few polls' worth of 64 KiB super-segments: a NIC frees
         // the buffer only once it has sent them (the default, about 208 KiB,
         // holds three). Forced as root, else as much as the limit allows.
-        let fdb = std::os::fd::AsFd::as_fd(&fd);
         if setsockopt(
             fdb,
             libc::SOL_SOCKET,
             libc::SO_SNDBUFFORCE,
-            SNDBUF,
+            &SNDBUF,
             "SO_SNDBUFFORCE",
         )
         .is_err()
         {
-            setsockopt(fdb, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF, "SO_SNDBUF")?;
+            setsockopt(fdb, libc::SOL_SOCKET, libc::SO_SNDBUF, &SNDBUF, "SO_SNDBUF")?;
         }
         Ok(PacketTx {
             fd: Arc::new(InternalFd::new(fd)),

@@ -549,7 +549,14 @@ pub struct XdpSocket {
 // is sound.
 unsafe impl Send for XdpSocket {}
 
-fn setsockopt<T>(fd: BorrowedFd<'_>, opt: i32, v: &T, what: &str) -> Result<()> {
+/// setsockopt(2) of option `opt` at `level` to `v`.
+pub(crate) fn setsockopt<T>(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    opt: i32,
+    v: &T,
+    what: &str,
+) -> Result<()> {
     count(HostCall::NetSetup);
     // SAFETY: `v` is a live value of size_of::<T>() bytes, read by the kernel only
     // during the call.
@@ -557,7 +564,7 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, opt: i32, v: &T, what: &str) -> Result<()> 
         libc::syscall(
             libc::SYS_setsockopt,
             fd.as_raw_fd(),
-            SOL_XDP,
+            level,
             opt,
             (v as *const T).cast::<libc::c_void>(),
             std::mem::size_of::<T>() as libc::socklen_t,
@@ -616,14 +623,14 @@ impl XdpSocket {
             flags: 0,
             tx_metadata_len: 0,
         };
-        setsockopt(fd.as_fd(), XDP_UMEM_REG, &reg, "register UMEM")?;
+        setsockopt(fd.as_fd(), SOL_XDP, XDP_UMEM_REG, &reg, "register UMEM")?;
         for opt in [
             XDP_UMEM_FILL_RING,
             XDP_UMEM_COMPLETION_RING,
             XDP_RX_RING,
             XDP_TX_RING,
         ] {
-            setsockopt(fd.as_fd(), opt, &ring, "xdp ring size")?;
+            setsockopt(fd.as_fd(), SOL_XDP, opt, &ring, "xdp ring size")?;
         }
         let mut off = MmapOffsets::default();
         let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
